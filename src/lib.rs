@@ -1,1 +1,99 @@
-//! joinshield
+//! joinshield: an abuse shield for token-based guest APIs.
+//!
+//! A reverse proxy in front of the fotospiel Laravel app. Each request goes
+//! `accept → client IP → classify → decide → forward → observe → log`; see
+//! `docs/request-path.md` for the picture and the module of each step.
+
+pub mod admin;
+pub mod classify;
+pub mod client_ip;
+pub mod config;
+pub mod deny;
+pub mod forward;
+pub mod reload;
+pub mod server;
+pub mod snapshot;
+pub mod standin;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Loaded;
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+
+/// Why the shield could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Bind(#[from] std::io::Error),
+    /// The configuration could not be built into a snapshot.
+    #[error("{0}")]
+    Build(#[from] snapshot::BuildError),
+}
+
+/// A running shield: its bound addresses, and the handle to stop it.
+pub struct Running {
+    /// The guest listener's address.
+    pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    /// Shared state (for tests and the admin API).
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until the guest listener has stopped (after [`Running::stop_handle`] was used).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A sender that stops the shield when `true` is sent.
+    pub fn stop_handle(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Binds the listeners of `loaded` and starts serving; returns once the addresses are bound.
+pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
+    let config = &loaded.config;
+    let guest = server::bind(config.server.listen).await?;
+    let admin_listener = server::bind(config.admin.listen).await?;
+    let addr = guest.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let snapshot = Snapshot::build(Arc::new(loaded), 1)?;
+    let shared = Arc::new(Shared::new(snapshot));
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(server::serve(guest, shared.clone(), false, stopped.clone())),
+        tokio::spawn(admin::serve(
+            admin_listener,
+            shared.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(admin::probe_upstream(shared.clone(), stopped)),
+    ];
+    Ok(Running {
+        addr,
+        admin_addr,
+        shared,
+        stop,
+        tasks,
+    })
+}

@@ -1,1 +1,318 @@
-fn main(){}
+//! The `joinshield` command line: a thin layer over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+
+use joinshield::config::{self, Loaded};
+
+/// The shipped configuration, embedded for `demo`.
+const SHIPPED_CONFIG: &str = include_str!("../config/joinshield.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "joinshield",
+    version,
+    about = "An abuse shield for token-based guest APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Run {
+        /// The configuration file.
+        #[arg(
+            short,
+            long,
+            env = "JOINSHIELD_CONFIG",
+            default_value = "config/joinshield.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and the lists it names; print a summary.
+    Check {
+        /// The configuration file.
+        #[arg(
+            short,
+            long,
+            env = "JOINSHIELD_CONFIG",
+            default_value = "config/joinshield.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Run the shipped configuration in front of a built-in stand-in of the guest API.
+    Demo {
+        /// Where the shield listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// Exit 0 when the admin /healthz answers 200.
+    Healthcheck {
+        /// The configuration file (for the admin address).
+        #[arg(
+            short,
+            long,
+            env = "JOINSHIELD_CONFIG",
+            default_value = "config/joinshield.toml"
+        )]
+        config: PathBuf,
+        /// The admin API's URL, instead of the one in the configuration.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Run only the stand-in guest API (for load tests and benchmarks).
+    #[command(hide = true)]
+    Standin {
+        /// Where it listens.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("joinshield: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("joinshield: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let loaded = match load_or_report(&config) {
+                Some(l) => l,
+                None => return Ok(ExitCode::FAILURE),
+            };
+            serve(loaded, None).await
+        }
+        Command::Check { config } => Ok(check(&config)),
+        Command::Demo { listen, admin } => demo(listen, admin).await,
+        Command::Healthcheck { config, admin } => healthcheck(&config, admin).await,
+        Command::Standin { listen } => {
+            let standin = joinshield::standin::spawn(listen, false).await?;
+            eprintln!("stand-in guest API on http://{}", standin.addr);
+            tokio::signal::ctrl_c().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_or_report(path: &std::path::Path) -> Option<Loaded> {
+    match config::load(path) {
+        Ok(l) => Some(l),
+        Err(errors) => {
+            eprintln!(
+                "joinshield: {} refused ({} error{}):",
+                path.display(),
+                errors.len(),
+                plural(errors.len())
+            );
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            None
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let Some(loaded) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let c = &loaded.config;
+    println!("{}: ok (sha256 {})", path.display(), &loaded.sha256[..16]);
+    println!("  listen      {}", c.server.listen);
+    println!("  upstream    {}", c.server.upstream.uri);
+    println!("  admin       {}", c.admin.listen);
+    println!(
+        "  log         {} ({:?}, channel {}, {})",
+        if c.log.file == "-" {
+            "stdout"
+        } else {
+            &c.log.file
+        },
+        c.log.format,
+        c.log.channel,
+        c.log.timezone
+    );
+    let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    println!("  routes      {}", routes.join(", "));
+    ExitCode::SUCCESS
+}
+
+/// Serves `loaded` until SIGTERM or SIGINT; SIGHUP reloads.
+async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let running = joinshield::start(loaded).await?;
+    eprintln!(
+        "joinshield: serving guests on http://{}, admin on http://{}",
+        running.addr, running.admin_addr
+    );
+    if let Some(b) = banner {
+        println!("{b}");
+    }
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match joinshield::reload::reload(&running.shared) {
+                joinshield::reload::Outcome::Applied { version, changes, warnings } => {
+                    eprintln!("joinshield: configuration reloaded, version {version}: {}", changes.join("; "));
+                    for w in warnings {
+                        eprintln!("joinshield: warning: {w}");
+                    }
+                }
+                joinshield::reload::Outcome::Rejected { errors, kept } => {
+                    eprintln!("joinshield: configuration rejected, version {kept} keeps serving:");
+                    for e in errors {
+                        eprintln!("  {e}");
+                    }
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    eprintln!("joinshield: stopping; in-flight requests may finish");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
+    let standin = joinshield::standin::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), false).await?;
+    let dir = std::env::temp_dir().join(format!("joinshield-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("joinshield.toml");
+    std::fs::write(&path, SHIPPED_CONFIG)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut loaded = config::load(&path).map_err(|errs| {
+        anyhow!(
+            "the shipped configuration is invalid: {}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    loaded.config.server.upstream =
+        config::validate::parse_upstream(&format!("http://{}", standin.addr))
+            .map_err(|e| anyhow!(e))?;
+    // The demo binds loopback only, and moves to a free port when the usual one is taken.
+    let shield = free_or_ephemeral(listen);
+    loaded.config.server.listen = shield;
+    loaded.config.admin.listen = free_or_ephemeral(admin);
+    let t = joinshield::standin::DEMO_TOKENS[0];
+    let banner = format!(
+        "joinshield demo: the shipped configuration in front of a stand-in of the guest API ({})\n\
+         Configuration copied to {} (edit it, then send SIGHUP to reload).\n\
+         Try:\n  \
+         curl -i http://{{shield}}/api/v1/events/{t}\n  \
+         curl -i http://{{shield}}/api/v1/gallery/{t}/photos\n  \
+         curl -i http://{{shield}}/api/v1/events/not-a-real-token-123\n  \
+         curl -i -X POST --data-binary @/etc/hostname http://{{shield}}/api/v1/events/{t}/photos\n  \
+         curl -s -o /dev/null -w '%{{http_code}}\\n' http://{{shield}}/api/v1/gallery/{t}/download\n\
+         Press Ctrl-C to stop.",
+        standin.addr,
+        path.display(),
+    );
+    let banner = banner.replace("{shield}", &shield.to_string());
+    let code = serve(loaded, Some(banner)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+/// `addr` if it can be bound now, else an ephemeral port on the same IP.
+fn free_or_ephemeral(addr: SocketAddr) -> SocketAddr {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => l.local_addr().unwrap_or(addr),
+        Err(_) => match std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)) {
+            Ok(l) => l.local_addr().unwrap_or(addr),
+            Err(_) => addr,
+        },
+    }
+}
+
+async fn healthcheck(path: &std::path::Path, admin: Option<String>) -> Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = match admin {
+        Some(url) => url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+        None => {
+            let loaded = config::load(path).map_err(|errs| {
+                anyhow!(
+                    "{}",
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
+            let mut a = loaded.config.admin.listen;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a.to_string()
+        }
+    };
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(&authority).await?;
+        s.write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf.starts_with(b"HTTP/1.1 200"))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(true)) => Ok(ExitCode::SUCCESS),
+        Ok(Ok(false)) => {
+            eprintln!("joinshield: {authority}/healthz did not answer 200");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("joinshield: {authority}/healthz: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("joinshield: {authority}/healthz did not answer within 5 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

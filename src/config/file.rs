@@ -1,0 +1,94 @@
+//! The configuration file as written: serde types that mirror the TOML, one struct per section.
+//!
+//! Every leaf is a [`Field`], which keeps a value of the wrong type as an error instead of
+//! aborting the whole parse, and every table captures the keys it does not know. That is how
+//! `validate` can report every mistake in a file at once, each with its key and line, rather than
+//! stopping at the first one as plain `deny_unknown_fields` would.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// A value as written: the typed value, or why it could not be read as that type.
+#[derive(Debug, Clone)]
+pub struct Field<T>(pub Result<T, String>);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(deserializer)?;
+        let shown = value.to_string();
+        Ok(Field(T::deserialize(value).map_err(|e| {
+            let e = e.to_string();
+            format!("{shown} is the wrong type ({})", e.trim())
+        })))
+    }
+}
+
+/// Keys a table did not expect; each is reported as an error.
+pub type Unknown = BTreeMap<String, toml::Value>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileConfig {
+    pub server: Option<FileServer>,
+    pub client: Option<FileClient>,
+    pub admin: Option<FileAdmin>,
+    pub log: Option<FileLog>,
+    pub route: Option<Vec<FileRoute>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileServer {
+    pub listen: Option<Field<String>>,
+    pub upstream: Option<Field<String>>,
+    pub header_timeout: Option<Field<String>>,
+    pub upstream_timeout: Option<Field<String>>,
+    pub max_body: Option<Field<String>>,
+    pub shutdown_grace: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[client]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileClient {
+    pub trusted_proxies: Option<Field<Vec<String>>>,
+    pub ipv6_prefix: Option<Field<i64>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileAdmin {
+    pub listen: Option<Field<String>>,
+    pub token_env: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileLog {
+    pub file: Option<Field<String>>,
+    pub format: Option<Field<String>>,
+    pub channel: Option<Field<String>>,
+    pub timezone: Option<Field<String>>,
+    pub token_preview: Option<Field<i64>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileRoute {
+    pub name: Option<Field<String>>,
+    pub methods: Option<Field<Vec<String>>>,
+    pub paths: Option<Field<Vec<String>>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}

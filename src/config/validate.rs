@@ -1,0 +1,583 @@
+//! From the file as written ([`FileConfig`]) to a [`Config`] the shield can run: every value
+//! parsed into its real type, defaults filled in, and every mistake collected (never only the
+//! first), each with its key, the bad value and the fix. Nothing is clamped silently.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::file::{Field, FileConfig, Unknown};
+use super::units::{parse_duration, parse_size};
+use crate::classify::RouteSpec;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[client]`
+    pub client: ClientConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[log]`
+    pub log: LogSettings,
+    /// `[[route]]`, in order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where guests connect.
+    pub listen: SocketAddr,
+    /// The app.
+    pub upstream: Upstream,
+    /// A request head must arrive within this.
+    pub header_timeout: Duration,
+    /// The upstream must send its response head within this.
+    pub upstream_timeout: Duration,
+    /// Larger request bodies are answered 413.
+    pub max_body: u64,
+    /// How long in-flight requests may run on after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// The upstream app's address: plain HTTP only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http://host:port`, as written (normalised, no path).
+    pub uri: http::Uri,
+    /// `host:port`, for connecting and readiness checks.
+    pub authority: String,
+}
+
+/// `[client]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Peers allowed to name the client in `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients are one client per network of this length.
+    pub ipv6_prefix: u8,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The admin listener.
+    pub listen: SocketAddr,
+    /// The environment variable holding the bearer token.
+    pub token_env: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Laravel's default Monolog line.
+    Laravel,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// `-` for stdout, else a file appended to.
+    pub file: String,
+    /// Line format.
+    pub format: LogFormat,
+    /// The channel word of a Laravel line.
+    pub channel: String,
+    /// The zone timestamps are written in.
+    pub timezone: chrono_tz::Tz,
+    /// Characters of a join token kept in logs.
+    pub token_preview: usize,
+}
+
+/// One mistake in the configuration: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// 1-based line, where known.
+    pub line: Option<usize>,
+    /// The TOML path of the key (`server.listen`, `route[2].paths`).
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Collects mistakes while validating; lines are filled in afterwards from the source.
+#[derive(Default)]
+pub(crate) struct Errors {
+    pub(crate) list: Vec<(String, String)>,
+}
+
+impl Errors {
+    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.list.push((key.into(), message.into()));
+    }
+
+    /// Reports every unknown key of a table.
+    pub(crate) fn unknown(&mut self, table: &str, unknown: &Unknown, known: &[&str]) {
+        for key in unknown.keys() {
+            let path = if table.is_empty() {
+                key.clone()
+            } else {
+                format!("{table}.{key}")
+            };
+            self.push(
+                path,
+                format!(
+                    "unknown key {key:?}: a typo here would silently disable a protection; known keys are {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// The value of an optional field, or `default` when left out; a wrong type is an error.
+    pub(crate) fn get<T: Clone>(
+        &mut self,
+        key: &str,
+        field: &Option<Field<T>>,
+        default: T,
+    ) -> Option<T> {
+        match field {
+            None => Some(default),
+            Some(Field(Ok(v))) => Some(v.clone()),
+            Some(Field(Err(e))) => {
+                self.push(key, e.clone());
+                None
+            }
+        }
+    }
+
+    /// Parses a string field with `parse`, or takes `default` when left out.
+    pub(crate) fn parsed<T>(
+        &mut self,
+        key: &str,
+        field: &Option<Field<String>>,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match field {
+            None => Some(default),
+            Some(Field(Ok(text))) => match parse(text) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.push(key, e);
+                    None
+                }
+            },
+            Some(Field(Err(e))) => {
+                self.push(key, e.clone());
+                None
+            }
+        }
+    }
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an address and port: write e.g. \"0.0.0.0:8080\" or \"[::]:8080\"")
+    })
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{text:?} is zero: give a positive duration such as \"10s\""
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses `http://host:port` (no path, no query); https upstreams are not supported.
+pub fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let uri: http::Uri = text.parse().map_err(|e| {
+        format!("{text:?} is not a URL ({e}): write e.g. \"http://127.0.0.1:8000\"")
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{text:?} uses https: the shield talks plain HTTP to the app on a private network; write \"http://…\""
+            ))
+        }
+        _ => return Err(format!("{text:?} needs the scheme: write e.g. \"http://127.0.0.1:8000\"")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{text:?} has no host: write e.g. \"http://127.0.0.1:8000\""))?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{text:?} has a path or query: the upstream is a host and port only, e.g. \"http://127.0.0.1:8000\""
+        ));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    let authority = format!("{}:{port}", authority.host());
+    let uri = format!("http://{authority}")
+        .parse()
+        .map_err(|e| format!("{text:?} is not a usable URL ({e})"))?;
+    Ok(Upstream { uri, authority })
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        let net = crate::client_ip::canonical_net(net);
+        if net != net.trunc() {
+            return Err(format!(
+                "{text:?} has host bits set: write the network, {}",
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| crate::client_ip::canonical_net(IpNet::from(ip)))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an IP address or CIDR: write e.g. \"10.0.0.0/8\" or \"::1/128\""
+            )
+        })
+}
+
+/// Validates a parsed file; `base` is the folder relative paths are resolved against.
+pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> Option<Config> {
+    errors.unknown(
+        "",
+        &file.unknown,
+        &["server", "client", "admin", "log", "route"],
+    );
+
+    let s = file.server.as_ref();
+    if let Some(s) = s {
+        errors.unknown(
+            "server",
+            &s.unknown,
+            &[
+                "listen",
+                "upstream",
+                "header_timeout",
+                "upstream_timeout",
+                "max_body",
+                "shutdown_grace",
+            ],
+        );
+    }
+    let listen = errors.parsed(
+        "server.listen",
+        &s.and_then(|s| s.listen.clone()),
+        SocketAddr::from(([0, 0, 0, 0], 8080)),
+        parse_socket_addr,
+    );
+    let upstream = match s.and_then(|s| s.upstream.clone()) {
+        None => {
+            errors.push(
+                "server.upstream",
+                "missing: the shield needs the app's address; add upstream = \"http://127.0.0.1:8000\" under [server]",
+            );
+            None
+        }
+        field => errors
+            .parsed("server.upstream", &field, None, |t| {
+                parse_upstream(t).map(Some)
+            })
+            .flatten(),
+    };
+    let header_timeout = errors.parsed(
+        "server.header_timeout",
+        &s.and_then(|s| s.header_timeout.clone()),
+        Duration::from_secs(10),
+        parse_positive_duration,
+    );
+    let upstream_timeout = errors.parsed(
+        "server.upstream_timeout",
+        &s.and_then(|s| s.upstream_timeout.clone()),
+        Duration::from_secs(60),
+        parse_positive_duration,
+    );
+    let max_body = errors.parsed(
+        "server.max_body",
+        &s.and_then(|s| s.max_body.clone()),
+        64 << 20,
+        parse_size,
+    );
+    let shutdown_grace = errors.parsed(
+        "server.shutdown_grace",
+        &s.and_then(|s| s.shutdown_grace.clone()),
+        Duration::from_secs(30),
+        parse_duration,
+    );
+
+    let c = file.client.as_ref();
+    if let Some(c) = c {
+        errors.unknown("client", &c.unknown, &["trusted_proxies", "ipv6_prefix"]);
+    }
+    let trusted_proxies = errors
+        .get(
+            "client.trusted_proxies",
+            &c.and_then(|c| c.trusted_proxies.clone()),
+            vec!["127.0.0.1/32".into(), "::1/128".into()],
+        )
+        .map(|list| {
+            let mut nets = Vec::new();
+            for (i, text) in list.iter().enumerate() {
+                match parse_cidr(text) {
+                    Ok(net) => nets.push(net),
+                    Err(e) => errors.push(format!("client.trusted_proxies[{i}]"), e),
+                }
+            }
+            nets
+        });
+    let ipv6_prefix = errors
+        .get(
+            "client.ipv6_prefix",
+            &c.and_then(|c| c.ipv6_prefix.clone()),
+            64,
+        )
+        .and_then(|p| match u8::try_from(p) {
+            Ok(p) if (1..=128).contains(&p) => Some(p),
+            _ => {
+                errors.push(
+                    "client.ipv6_prefix",
+                    format!(
+                        "{p} is not a prefix length: give 1 to 128 (64 is one household or phone)"
+                    ),
+                );
+                None
+            }
+        });
+
+    let a = file.admin.as_ref();
+    if let Some(a) = a {
+        errors.unknown("admin", &a.unknown, &["listen", "token_env"]);
+    }
+    let admin_listen = errors.parsed(
+        "admin.listen",
+        &a.and_then(|a| a.listen.clone()),
+        SocketAddr::from(([127, 0, 0, 1], 9901)),
+        parse_socket_addr,
+    );
+    let token_env = errors.get(
+        "admin.token_env",
+        &a.and_then(|a| a.token_env.clone()),
+        "JOINSHIELD_ADMIN_TOKEN".to_string(),
+    );
+
+    let l = file.log.as_ref();
+    if let Some(l) = l {
+        errors.unknown(
+            "log",
+            &l.unknown,
+            &["file", "format", "channel", "timezone", "token_preview"],
+        );
+    }
+    let log_file = errors
+        .get("log.file", &l.and_then(|l| l.file.clone()), "-".to_string())
+        .map(|f| {
+            if f == "-" {
+                f
+            } else {
+                base.join(f).to_string_lossy().into_owned()
+            }
+        });
+    let format = errors.parsed(
+        "log.format",
+        &l.and_then(|l| l.format.clone()),
+        LogFormat::Laravel,
+        |t| match t {
+            "laravel" => Ok(LogFormat::Laravel),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "{other:?} is not a log format: write \"laravel\" or \"json\""
+            )),
+        },
+    );
+    let channel = errors.parsed(
+        "log.channel",
+        &l.and_then(|l| l.channel.clone()),
+        "production".to_string(),
+        |t| {
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!(
+                    "{t:?} is not a channel word: use e.g. \"production\" (APP_ENV)"
+                ))
+            } else {
+                Ok(t.to_string())
+            }
+        },
+    );
+    let timezone = errors.parsed(
+        "log.timezone",
+        &l.and_then(|l| l.timezone.clone()),
+        chrono_tz::UTC,
+        |t| {
+            t.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!("{t:?} is not an IANA time zone: write e.g. \"UTC\" or \"Europe/Berlin\"")
+            })
+        },
+    );
+    let token_preview = errors
+        .get("log.token_preview", &l.and_then(|l| l.token_preview.clone()), 6)
+        .and_then(|n| match usize::try_from(n) {
+            Ok(n) if n <= 16 => Some(n),
+            _ => {
+                errors.push(
+                    "log.token_preview",
+                    format!("{n} is out of range: keep 0 to 16 characters of a token (a whole token must never be logged)"),
+                );
+                None
+            }
+        });
+
+    let routes = match &file.route {
+        None => Some(crate::classify::default_specs()),
+        Some(list) => validate_routes(list, errors),
+    };
+
+    Some(Config {
+        server: ServerConfig {
+            listen: listen?,
+            upstream: upstream?,
+            header_timeout: header_timeout?,
+            upstream_timeout: upstream_timeout?,
+            max_body: max_body?,
+            shutdown_grace: shutdown_grace?,
+        },
+        client: ClientConfig {
+            trusted_proxies: trusted_proxies?,
+            ipv6_prefix: ipv6_prefix?,
+        },
+        admin: AdminConfig {
+            listen: admin_listen?,
+            token_env: token_env?,
+        },
+        log: LogSettings {
+            file: log_file?,
+            format: format?,
+            channel: channel?,
+            timezone: timezone?,
+            token_preview: token_preview?,
+        },
+        routes: routes?,
+    })
+}
+
+fn validate_routes(list: &[super::file::FileRoute], errors: &mut Errors) -> Option<Vec<RouteSpec>> {
+    let mut specs = Vec::new();
+    let mut ok = true;
+    for (i, r) in list.iter().enumerate() {
+        let at = format!("route[{i}]");
+        errors.unknown(&at, &r.unknown, &["name", "methods", "paths"]);
+        let name = match &r.name {
+            None => {
+                errors.push(
+                    format!("{at}.name"),
+                    "missing: every route class needs a name, e.g. name = \"gallery\"",
+                );
+                None
+            }
+            Some(f) => errors.get(&format!("{at}.name"), &Some(f.clone()), String::new()),
+        };
+        if let Some(n) = &name {
+            if !valid_name(n) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("{n:?} is not a name: use letters, digits, _ and -"),
+                );
+            } else if specs.iter().any(|s: &RouteSpec| &s.name == n) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("{n:?} is used twice: give each route class its own name"),
+                );
+            }
+        }
+        let methods = errors.get(
+            &format!("{at}.methods"),
+            &r.methods.clone().map(|f| Field(f.0.map(Some))),
+            None,
+        );
+        let methods = methods.map(|m| {
+            m.map(|m| {
+                let mut out = Vec::new();
+                for (j, text) in m.iter().enumerate() {
+                    match http::Method::from_bytes(text.to_ascii_uppercase().as_bytes()) {
+                        Ok(method) => out.push(method),
+                        Err(_) => errors.push(
+                            format!("{at}.methods[{j}]"),
+                            format!("{text:?} is not an HTTP method"),
+                        ),
+                    }
+                }
+                out
+            })
+        });
+        let paths = match &r.paths {
+            None => {
+                errors.push(format!("{at}.paths"), "missing: list the paths of this class, e.g. paths = [\"/api/v1/gallery/{token}\"]");
+                None
+            }
+            Some(f) => errors.get(&format!("{at}.paths"), &Some(f.clone()), Vec::new()),
+        };
+        if let Some(p) = &paths {
+            if p.is_empty() {
+                errors.push(
+                    format!("{at}.paths"),
+                    "empty: a route class needs at least one path",
+                );
+            }
+        }
+        match (name, methods, paths) {
+            (Some(name), Some(methods), Some(paths)) => specs.push(RouteSpec {
+                name,
+                methods,
+                paths,
+            }),
+            _ => ok = false,
+        }
+    }
+    if list.is_empty() {
+        errors.push(
+            "route",
+            "an empty route list leaves nothing to protect: remove it to get the default classes",
+        );
+        ok = false;
+    }
+    // Pattern errors are reported by index, which matches the file only when every route parsed.
+    if ok {
+        if let Err(errs) = crate::classify::RouteTable::new(&specs) {
+            for (route, path, e) in errs {
+                errors.push(format!("route[{route}].paths[{path}]"), e.to_string());
+            }
+            ok = false;
+        }
+    }
+    ok.then_some(specs)
+}
+
+/// Names of routes, limits and switches: letters, digits, `_`, `-`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,144 @@
+//! A denial is a value: each [`Denial`] maps to its status, `error.code`, message and headers in
+//! one exhaustive `match`, so a new kind of denial cannot fall through to a generic answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why the shield answered instead of the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// The request body is larger than `max_body`.
+    PayloadTooLarge,
+    /// The upstream could not be reached or reset the connection.
+    UpstreamUnavailable,
+    /// The upstream did not send its response head in time.
+    UpstreamTimeout,
+    /// The request itself is malformed (e.g. no or several `Host` headers).
+    BadRequest(&'static str),
+}
+
+impl Denial {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Denial::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Denial::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The `error.code` of the JSON body, also the log's `reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::PayloadTooLarge => "payload_too_large",
+            Denial::UpstreamUnavailable => "upstream_unavailable",
+            Denial::UpstreamTimeout => "upstream_timeout",
+            Denial::BadRequest(_) => "bad_request",
+        }
+    }
+
+    /// The human sentence of the JSON body.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Denial::PayloadTooLarge => "The request body is too large.",
+            Denial::UpstreamUnavailable => "The service is temporarily unavailable.",
+            Denial::UpstreamTimeout => "The service took too long to respond.",
+            Denial::BadRequest(why) => why,
+        }
+    }
+
+    /// How long the client should wait, where the answer says so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Denial::PayloadTooLarge
+            | Denial::UpstreamUnavailable
+            | Denial::UpstreamTimeout
+            | Denial::BadRequest(_) => None,
+        }
+    }
+}
+
+/// `Retry-After` seconds: whole, rounded up, never 0.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Writes `s` as a JSON string literal (the messages are ours, but switch messages come from
+/// the config file, so they are escaped properly).
+pub fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The JSON answer for `denial`, with its status and headers.
+pub fn respond(denial: &Denial) -> Response<Full<Bytes>> {
+    let retry = denial.retry_after().map(retry_after_secs);
+    let mut body = String::with_capacity(128);
+    body.push_str("{\"message\":");
+    json_string(&mut body, denial.message());
+    body.push_str(",\"error\":{\"code\":\"");
+    body.push_str(denial.code());
+    body.push('"');
+    if let Some(secs) = retry {
+        body.push_str(",\"retry_after\":");
+        body.push_str(&secs.to_string());
+    }
+    body.push_str("}}");
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = denial.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::from_millis(0)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+    }
+
+    #[test]
+    fn payload_too_large_is_a_json_413() {
+        let r = respond(&Denial::PayloadTooLarge);
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_and_controls() {
+        let mut s = String::new();
+        json_string(&mut s, "a\"b\\c\n\u{1}\u{2028}é");
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u2028é\"");
+    }
+}

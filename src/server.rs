@@ -1,0 +1,215 @@
+//! The guest listener: accept loop, per-connection HTTP/1.1 with a header-read timeout, the
+//! request handler (client IP → classify → decide → forward), and graceful shutdown.
+//!
+//! The handler's error type is `Infallible`: every failure becomes an answer here, at one
+//! boundary ([`crate::deny::respond`]), never a dropped connection.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, Request, Response, Version};
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::client_ip::client_ip;
+use crate::deny::{self, Denial};
+use crate::forward::{self, ForwardInfo, RequestIds, Upstream, X_REQUEST_ID};
+use crate::snapshot::Snapshot;
+
+/// The body of every answer: the app's, streamed, or one the shield wrote.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Largest request head (request line and headers) the shield reads; larger is 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// State shared by every connection: the current snapshot and long-lived machinery.
+pub struct Shared {
+    /// The configuration in force; swapped whole on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The pooled client to the app.
+    pub upstream: Upstream,
+    /// Request id source.
+    pub request_ids: RequestIds,
+    /// Unix milliseconds of the last time the app answered or accepted a connection.
+    pub upstream_ok_at: AtomicI64,
+}
+
+impl Shared {
+    /// Shared state around a first snapshot.
+    pub fn new(snapshot: Snapshot) -> Self {
+        let connect = snapshot
+            .loaded
+            .config
+            .server
+            .upstream_timeout
+            .min(Duration::from_secs(10));
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            upstream: Upstream::new(connect),
+            request_ids: RequestIds::default(),
+            upstream_ok_at: AtomicI64::new(0),
+        }
+    }
+
+    /// Notes that the app answered (cheap: one relaxed load, a store at most once a second).
+    pub fn note_upstream_ok(&self) {
+        let now = now_ms();
+        if now - self.upstream_ok_at.load(Ordering::Relaxed) > 1000 {
+            self.upstream_ok_at.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Answers one request from `peer`.
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    https: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let snap = shared.snapshot.load_full();
+    let headers = req.headers();
+    let client = client_ip(
+        peer,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes()),
+        &snap.trusted,
+    );
+    let request_id = shared.request_ids.pick(headers.get(X_REQUEST_ID));
+
+    if let Some(denial) = check_framing(&req, snap.loaded.config.server.max_body) {
+        return Ok(answer(&denial, &request_id));
+    }
+    let _classified = snap.routes.classify(req.method(), req.uri().path());
+
+    let server = &snap.loaded.config.server;
+    let upstream_uri = server.upstream.uri.clone();
+    let timeout = server.upstream_timeout;
+    let limit = usize::try_from(server.max_body).unwrap_or(usize::MAX);
+    drop(snap);
+
+    let (parts, body) = req.into_parts();
+    let mut up = Request::from_parts(parts, Limited::new(body, limit));
+    forward::prepare(
+        &mut up,
+        &upstream_uri,
+        &ForwardInfo {
+            client,
+            https,
+            request_id: &request_id,
+        },
+    );
+    match shared.upstream.send(up, timeout).await {
+        Ok(mut resp) => {
+            shared.note_upstream_ok();
+            forward::prepare_response(&mut resp, &request_id);
+            Ok(resp.map(Either::Left))
+        }
+        Err(denial) => Ok(answer(&denial, &request_id)),
+    }
+}
+
+/// Requests the shield refuses to forward whatever the route: no or several `Host` headers,
+/// or a declared body over the limit.
+fn check_framing(req: &Request<Incoming>, max_body: u64) -> Option<Denial> {
+    let headers = req.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first_host = hosts.next();
+    if hosts.next().is_some() {
+        return Some(Denial::BadRequest(
+            "A request must carry exactly one Host header.",
+        ));
+    }
+    if first_host.is_none() && req.version() == Version::HTTP_11 && req.uri().authority().is_none()
+    {
+        return Some(Denial::BadRequest(
+            "A request must carry exactly one Host header.",
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body) {
+        return Some(Denial::PayloadTooLarge);
+    }
+    None
+}
+
+fn answer(denial: &Denial, request_id: &http::HeaderValue) -> Response<Body> {
+    let mut resp = deny::respond(denial);
+    resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    resp.map(Either::Right)
+}
+
+/// Serves guests on `listener` until `shutdown` turns true, then lets in-flight requests finish
+/// within the configured grace.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    https: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let header_timeout = shared.snapshot.load().loaded.config.server.header_timeout;
+                    let conn_shared = shared.clone();
+                    let peer_ip = peer.ip();
+                    let service = service_fn(move |req| handle(conn_shared.clone(), peer_ip, https, req));
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .max_buf_size(MAX_HEAD_BYTES)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(_) => {
+                    // Out of file descriptors or similar: back off instead of spinning on accept.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = crate::server::stopped(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let grace = shared.snapshot.load().loaded.config.server.shutdown_grace;
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
+
+/// Resolves once `stop` has turned true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is dropped here, so no caller holds it across an await.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Binds a listener, with a message naming the address on failure.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
