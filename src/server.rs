@@ -96,7 +96,7 @@ pub async fn handle(
     let request_id = shared.request_ids.pick(headers.get(X_REQUEST_ID));
 
     if let Some(denial) = check_framing(&req, snap.loaded.config.server.max_body) {
-        return Ok(answer(&denial, &request_id));
+        return Ok(answer(&denial, &request_id, has_body(&req)));
     }
     let _classified = snap.routes.classify(req.method(), req.uri().path());
 
@@ -123,7 +123,7 @@ pub async fn handle(
             forward::prepare_response(&mut resp, &request_id);
             Ok(resp.map(Either::Left))
         }
-        Err(denial) => Ok(answer(&denial, &request_id)),
+        Err(denial) => Ok(answer(&denial, &request_id, false)),
     }
 }
 
@@ -154,9 +154,21 @@ fn check_framing(req: &Request<Incoming>, max_body: u64) -> Option<Denial> {
     None
 }
 
-fn answer(denial: &Denial, request_id: &http::HeaderValue) -> Response<Body> {
+/// Whether the request carries a body the shield has not read.
+fn has_body(req: &Request<Incoming>) -> bool {
+    use hyper::body::Body as _;
+    !req.body().is_end_stream()
+}
+
+/// The shield's own answer. When the request's body was left unread, the connection is closed
+/// after the answer: the unread bytes are never drained or read as a next request.
+fn answer(denial: &Denial, request_id: &http::HeaderValue, unread_body: bool) -> Response<Body> {
     let mut resp = deny::respond(denial);
-    resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    let headers = resp.headers_mut();
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    if unread_body {
+        headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     resp.map(Either::Right)
 }
 

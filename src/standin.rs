@@ -50,6 +50,8 @@ pub struct StandInState {
     pub requests: AtomicU64,
     /// Upload body bytes read.
     pub upload_bytes: AtomicU64,
+    /// Signalled each time a request arrives (tests wait on it instead of sleeping).
+    pub arrived: tokio::sync::Notify,
     recorded: Option<Mutex<Vec<Seen>>>,
 }
 
@@ -137,6 +139,7 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    state.arrived.notify_one();
     if let Some(rec) = &state.recorded {
         let seen = Seen {
             method: req.method().to_string(),

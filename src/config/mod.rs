@@ -145,3 +145,97 @@ fn locate(doc: &toml_edit::ImDocument<&str>, path: &str) -> Option<usize> {
     }
     at
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        parse(text, Path::new("conf/joinshield.toml"))
+            .err()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn only_the_upstream_is_required() {
+        let loaded = parse(
+            "[server]\nupstream = \"http://127.0.0.1:8000\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.server.max_body, 64 << 20);
+        assert_eq!(c.client.ipv6_prefix, 64);
+        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.log.token_preview, 6);
+    }
+
+    #[test]
+    fn missing_upstream_is_an_error_with_the_fix() {
+        let e = errors("[server]\nlisten = \"0.0.0.0:8080\"\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].key, "server.upstream");
+        assert!(e[0]
+            .message
+            .contains("upstream = \"http://127.0.0.1:8000\""));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_line() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:8000\"\nlisten = \"nowhere\"\nmax_bdy = \"1MiB\"\n\
+                    header_timeout = 10\n\n[client]\nipv6_prefix = 200\ntrusted_proxies = [\"10.0.0.1/8\", \"bogus\"]\n\n\
+                    [log]\ntimezone = \"Mars/Olympus\"\n\n[[route]]\nname = \"x\"\npaths = []\n\n[bogus]\n";
+        let e = errors(text);
+        let found: Vec<(&str, Option<usize>)> =
+            e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        for (key, line) in [
+            ("server.listen", 3),
+            ("server.max_bdy", 4),
+            ("server.header_timeout", 5),
+            ("client.ipv6_prefix", 8),
+            ("client.trusted_proxies[0]", 9),
+            ("client.trusted_proxies[1]", 9),
+            ("log.timezone", 12),
+            ("route[0].paths", 16),
+            ("bogus", 18),
+        ] {
+            assert!(
+                found.contains(&(key, Some(line))),
+                "{key} at line {line} not in {found:?}"
+            );
+        }
+        assert!(e
+            .iter()
+            .all(|e| e.file == Path::new("conf/joinshield.toml")));
+    }
+
+    #[test]
+    fn broken_toml_names_its_line() {
+        let e = errors("[server]\nupstream = \"http://a:1\"\nlisten = \n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, Some(3));
+    }
+
+    #[test]
+    fn empty_file_is_refused() {
+        assert_eq!(errors("  \n").len(), 1);
+    }
+
+    #[test]
+    fn https_and_paths_in_the_upstream_are_refused() {
+        assert!(!errors("[server]\nupstream = \"https://a:1\"\n").is_empty());
+        assert!(!errors("[server]\nupstream = \"http://a:1/app\"\n").is_empty());
+        assert!(!errors("[server]\nupstream = \"a:1\"\n").is_empty());
+    }
+
+    #[test]
+    fn relative_log_path_resolves_beside_the_config() {
+        let loaded = parse(
+            "[server]\nupstream = \"http://a:1\"\n[log]\nfile = \"logs/shield.log\"\n",
+            Path::new("etc/shield/joinshield.toml"),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.log.file, "etc/shield/logs/shield.log");
+    }
+}

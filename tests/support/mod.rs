@@ -1,0 +1,140 @@
+//! Test support: a shield in front of the stand-in app on ephemeral loopback ports, and a raw
+//! socket client that sends exactly the bytes a test gives it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use joinshield::standin::{self, StandIn};
+use joinshield::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A shield and its stand-in upstream.
+pub struct Harness {
+    pub shield: Running,
+    pub app: StandIn,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn addr(&self) -> SocketAddr {
+        self.shield.addr
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("joinshield.toml")
+    }
+    /// Requests the stand-in has answered.
+    pub fn upstream_requests(&self) -> u64 {
+        self.app
+            .state
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The config text for a shield in front of `upstream`: `[server]` with loopback ephemeral
+/// listeners, plus `extra_server` lines inside `[server]`, plus `rest` after it.
+pub fn config_text(upstream: &str, extra_server: &str, rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra_server}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n{rest}\n"
+    )
+}
+
+/// Starts a recording stand-in and a shield in front of it.
+pub async fn spawn_shield(extra_server: &str, rest: &str) -> Harness {
+    let app = standin::spawn("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    spawn_shield_to(app, extra_server, rest).await
+}
+
+/// Starts a shield in front of an already running stand-in.
+pub async fn spawn_shield_to(app: StandIn, extra_server: &str, rest: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(
+        &path,
+        config_text(&format!("http://{}", app.addr), extra_server, rest),
+    )
+    .unwrap();
+    let loaded =
+        joinshield::config::load(&path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
+    let shield = joinshield::start(loaded).await.unwrap();
+    Harness { shield, app, dir }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends `raw` on a new connection and reads until the server closes it (bounded by 10 s).
+pub async fn send_raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    buf
+}
+
+/// Parses the first response in `bytes` (Content-Length or to the end).
+pub fn parse(bytes: &[u8]) -> Answer {
+    let text_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&bytes[..text_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &bytes[text_end + 4..];
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let body = match len {
+        Some(n) => rest[..n.min(rest.len())].to_vec(),
+        None => rest.to_vec(),
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A GET with `Connection: close` and extra header lines (each ending `\r\n`).
+pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> Answer {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n{extra}\r\n");
+    parse(&send_raw(addr, raw.as_bytes()).await)
+}
