@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::limits::Exceeded;
+
 /// Why the shield answered instead of the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
@@ -18,6 +20,8 @@ pub enum Denial {
     UpstreamTimeout,
     /// The request itself is malformed (e.g. no or several `Host` headers).
     BadRequest(&'static str),
+    /// A rate limit was exceeded.
+    RateLimited(Exceeded),
 }
 
 impl Denial {
@@ -28,6 +32,7 @@ impl Denial {
             Denial::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Denial::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -38,6 +43,7 @@ impl Denial {
             Denial::UpstreamUnavailable => "upstream_unavailable",
             Denial::UpstreamTimeout => "upstream_timeout",
             Denial::BadRequest(_) => "bad_request",
+            Denial::RateLimited(_) => "token_rate_limited",
         }
     }
 
@@ -48,6 +54,8 @@ impl Denial {
             Denial::UpstreamUnavailable => "The service is temporarily unavailable.",
             Denial::UpstreamTimeout => "The service took too long to respond.",
             Denial::BadRequest(why) => why,
+            // Laravel's own 429 says this.
+            Denial::RateLimited(_) => "Too Many Attempts.",
         }
     }
 
@@ -58,6 +66,7 @@ impl Denial {
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout
             | Denial::BadRequest(_) => None,
+            Denial::RateLimited(e) => Some(e.retry_after),
         }
     }
 }
@@ -113,7 +122,30 @@ pub fn respond(denial: &Denial) -> Response<Full<Bytes>> {
     if let Some(secs) = retry {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Denial::RateLimited(e) = denial {
+        rate_limit_headers(h, e, retry.unwrap_or(1));
+    }
     resp
+}
+
+/// `X-RateLimit-*` as Laravel sends them, and the IETF draft's `RateLimit-Policy` / `RateLimit`
+/// (draft-ietf-httpapi-ratelimit-headers: quota `q` per window `w` seconds; `r` remaining, `t`
+/// seconds until more).
+fn rate_limit_headers(h: &mut http::HeaderMap, e: &Exceeded, retry_secs: u64) {
+    let window = e.rate.per.as_secs().max(1);
+    let reset = chrono::Utc::now().timestamp().max(0) as u64 + retry_secs;
+    h.insert("x-ratelimit-limit", HeaderValue::from(e.rate.count));
+    h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+    h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    // Limit names are letters, digits, '_' and '-' (validated), so they are safe in a quoted string.
+    let policy = format!("\"{}\";q={};w={window}", e.name, e.rate.count);
+    let current = format!("\"{}\";r=0;t={retry_secs}", e.name);
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        h.insert("ratelimit-policy", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&current) {
+        h.insert("ratelimit", v);
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +165,35 @@ mod tests {
         let r = respond(&Denial::PayloadTooLarge);
         assert_eq!(r.status(), 413);
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_every_rate_limit_header() {
+        let e = Exceeded {
+            name: "guest-ip".into(),
+            retry_after: Duration::from_millis(29_200),
+            rate: crate::config::units::Rate {
+                count: 300,
+                per: Duration::from_secs(60),
+            },
+            burst: 100,
+        };
+        let r = respond(&Denial::RateLimited(e));
+        assert_eq!(r.status(), 429);
+        let h = r.headers();
+        assert_eq!(h["retry-after"], "30");
+        assert_eq!(h["x-ratelimit-limit"], "300");
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        assert!(
+            h["x-ratelimit-reset"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1_700_000_000
+        );
+        assert_eq!(h["ratelimit-policy"], "\"guest-ip\";q=300;w=60");
+        assert_eq!(h["ratelimit"], "\"guest-ip\";r=0;t=30");
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub mod admin;
 pub mod classify;
 pub mod client_ip;
 pub mod config;
+pub mod decide;
 pub mod deny;
 pub mod forward;
+pub mod limits;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
@@ -77,7 +79,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let admin_listener = server::bind(config.admin.listen).await?;
     let addr = guest.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let snapshot = Snapshot::build(Arc::new(loaded), 1)?;
+    let snapshot = Snapshot::build(Arc::new(loaded), 1, None)?;
     let shared = Arc::new(Shared::new(snapshot));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
@@ -87,7 +89,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
             shared.clone(),
             stopped.clone(),
         )),
-        tokio::spawn(admin::probe_upstream(shared.clone(), stopped)),
+        tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
+        tokio::spawn(janitor(shared.clone(), stopped)),
     ];
     Ok(Running {
         addr,
@@ -96,4 +99,26 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         stop,
         tasks,
     })
+}
+
+/// How often idle limiter keys are pruned.
+pub const JANITOR_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Prunes idle keys from every limiter of the snapshot in force, every [`JANITOR_PERIOD`].
+async fn janitor(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(JANITOR_PERIOD);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = server::stopped(&mut stopped) => return,
+        }
+        let snap = shared.snapshot.load_full();
+        // Pruning walks whole tables: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            for rule in &snap.limits {
+                rule.limiter.prune();
+            }
+        })
+        .await;
+    }
 }

@@ -67,11 +67,12 @@ pub fn reload(shared: &Shared) -> Outcome {
     if old.routes != new.routes {
         changes.push("route classes changed".to_string());
     }
+    changes.extend(limit_changes(&old.limits, &new.limits));
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
     let version = current.version + 1;
-    let snapshot = match Snapshot::build(Arc::new(loaded), version) {
+    let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current)) {
         Ok(s) => s,
         Err(e) => {
             return rejected(vec![ConfigError {
@@ -88,4 +89,54 @@ pub fn reload(shared: &Shared) -> Outcome {
         changes,
         warnings,
     }
+}
+
+/// Readable lines for what a reload changes in the limits.
+fn limit_changes(
+    old: &[crate::config::validate::LimitSpec],
+    new: &[crate::config::validate::LimitSpec],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.name == n.name) {
+            None => out.push(format!(
+                "limit {} added ({} burst {})",
+                n.name, n.rate, n.burst
+            )),
+            Some(o) => {
+                if o.rate != n.rate {
+                    out.push(format!("limit {} rate {} -> {}", n.name, o.rate, n.rate));
+                }
+                if o.burst != n.burst {
+                    out.push(format!("limit {} burst {} -> {}", n.name, o.burst, n.burst));
+                }
+                if o.key != n.key {
+                    out.push(format!(
+                        "limit {} key {} -> {}",
+                        n.name,
+                        o.key.as_str(),
+                        n.key.as_str()
+                    ));
+                }
+                if o.mode != n.mode {
+                    out.push(
+                        format!("limit {} mode {:?} -> {:?}", n.name, o.mode, n.mode)
+                            .to_lowercase(),
+                    );
+                }
+                if o.classes != n.classes || o.until != n.until || o.max_keys != n.max_keys {
+                    out.push(format!(
+                        "limit {} routes, until or max_keys changed",
+                        n.name
+                    ));
+                }
+            }
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            out.push(format!("limit {} removed", o.name));
+        }
+    }
+    out
 }

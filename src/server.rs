@@ -22,7 +22,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::client_ip::client_ip;
+use crate::client_ip::{client_ip, ClientKey};
+use crate::decide::{decide, Facts};
 use crate::deny::{self, Denial};
 use crate::forward::{self, ForwardInfo, RequestIds, Upstream, X_REQUEST_ID};
 use crate::snapshot::Snapshot;
@@ -98,7 +99,17 @@ pub async fn handle(
     if let Some(denial) = check_framing(&req, snap.loaded.config.server.max_body) {
         return Ok(answer(&denial, &request_id, has_body(&req)));
     }
-    let _classified = snap.routes.classify(req.method(), req.uri().path());
+    let classified = snap.routes.classify(req.method(), req.uri().path());
+    let facts = Facts {
+        class: classified.class,
+        token: classified.token.as_deref(),
+        client: ClientKey::new(client, snap.loaded.config.client.ipv6_prefix),
+        now_unix: chrono::Utc::now().timestamp(),
+    };
+    let mut shadowed = Vec::new();
+    if let Some(denial) = decide(&snap, &facts, &mut shadowed) {
+        return Ok(answer(&denial, &request_id, has_body(&req)));
+    }
 
     let server = &snap.loaded.config.server;
     let upstream_uri = server.upstream.uri.clone();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::classify::RouteTable;
 use crate::client_ip::TrustedProxies;
 use crate::config::Loaded;
+use crate::limits::{KeyedLimiter, LimitRule};
 
 /// One applied configuration and what the request path derives from it.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Who may name the client in `X-Forwarded-For`.
     pub trusted: TrustedProxies,
+    /// `[[limit]]`, in order, with their limiters.
+    pub limits: Vec<LimitRule>,
     /// When it was applied (Unix seconds).
     pub loaded_at: i64,
 }
@@ -32,8 +35,13 @@ pub enum BuildError {
 }
 
 impl Snapshot {
-    /// Builds the snapshot for `loaded` as `version`.
-    pub fn build(loaded: Arc<Loaded>, version: u64) -> Result<Snapshot, BuildError> {
+    /// Builds the snapshot for `loaded` as `version`. Limiters of `previous` are carried over for
+    /// every limit whose name, key, quota and cap are unchanged, so a reload refills no bucket.
+    pub fn build(
+        loaded: Arc<Loaded>,
+        version: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
         let config = &loaded.config;
         let routes = RouteTable::new(&config.routes).map_err(|errs| {
             BuildError::Routes(
@@ -44,10 +52,50 @@ impl Snapshot {
             )
         })?;
         let trusted = TrustedProxies::new(&config.client.trusted_proxies);
+        let limits = config
+            .limits
+            .iter()
+            .map(|spec| {
+                let carried = previous.and_then(|p| {
+                    let old_spec = p
+                        .loaded
+                        .config
+                        .limits
+                        .iter()
+                        .find(|o| o.name == spec.name)?;
+                    let same = old_spec.key == spec.key
+                        && old_spec.rate == spec.rate
+                        && old_spec.burst == spec.burst
+                        && old_spec.max_keys == spec.max_keys;
+                    let rule = p.limits.iter().find(|r| *r.name == spec.name)?;
+                    same.then(|| rule.limiter.clone())
+                });
+                let limiter = carried.unwrap_or_else(|| {
+                    Arc::new(KeyedLimiter::with_clock(
+                        spec.rate,
+                        spec.burst,
+                        spec.max_keys,
+                        governor::clock::QuantaClock::default(),
+                    ))
+                });
+                LimitRule {
+                    name: spec.name.as_str().into(),
+                    classes: spec
+                        .classes
+                        .iter()
+                        .fold(0u64, |m, &c| m | (1u64 << (c & 63))),
+                    key: spec.key,
+                    mode: spec.mode,
+                    until: spec.until,
+                    limiter,
+                }
+            })
+            .collect();
         Ok(Snapshot {
             version,
             routes,
             trusted,
+            limits,
             loaded_at: chrono::Utc::now().timestamp(),
             loaded,
         })

@@ -36,6 +36,7 @@ pub struct FileConfig {
     pub admin: Option<FileAdmin>,
     pub log: Option<FileLog>,
     pub route: Option<Vec<FileRoute>>,
+    pub limit: Option<Vec<FileLimit>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -89,6 +90,22 @@ pub struct FileRoute {
     pub name: Option<Field<String>>,
     pub methods: Option<Field<Vec<String>>>,
     pub paths: Option<Field<Vec<String>>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// One `[[limit]]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileLimit {
+    pub name: Option<Field<String>>,
+    pub routes: Option<Field<Vec<String>>>,
+    pub key: Option<Field<String>>,
+    pub rate: Option<Field<String>>,
+    pub burst: Option<Field<i64>>,
+    pub mode: Option<Field<String>>,
+    pub until: Option<Field<String>>,
+    pub shared: Option<Field<bool>>,
+    pub max_keys: Option<Field<i64>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

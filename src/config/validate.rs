@@ -9,8 +9,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{Field, FileConfig, Unknown};
-use super::units::{parse_duration, parse_size};
+use super::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
 use crate::classify::RouteSpec;
+use crate::limits::{KeyKind, Mode};
+use std::num::NonZeroU32;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -25,7 +27,33 @@ pub struct Config {
     pub log: LogSettings,
     /// `[[route]]`, in order.
     pub routes: Vec<RouteSpec>,
+    /// `[[limit]]`, in order.
+    pub limits: Vec<LimitSpec>,
 }
+
+/// One validated `[[limit]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// Its name.
+    pub name: String,
+    /// Indices of the route classes it applies to.
+    pub classes: Vec<usize>,
+    /// What it counts by.
+    pub key: KeyKind,
+    /// Sustained rate.
+    pub rate: Rate,
+    /// Burst.
+    pub burst: NonZeroU32,
+    /// Enforce or shadow.
+    pub mode: Mode,
+    /// Unix seconds after which it no longer applies.
+    pub until: Option<i64>,
+    /// Most keys tracked at once.
+    pub max_keys: usize,
+}
+
+/// Default cap on the keys one limit tracks (about 100 bytes each).
+pub const DEFAULT_MAX_KEYS: usize = 200_000;
 
 /// `[server]`
 #[derive(Debug, Clone)]
@@ -453,6 +481,12 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         Some(list) => validate_routes(list, errors),
     };
 
+    let limits = match (&file.limit, &routes) {
+        (None, _) => Some(Vec::new()),
+        (Some(list), Some(routes)) => validate_limits(list, routes, errors),
+        (Some(_), None) => None,
+    };
+
     Some(Config {
         server: ServerConfig {
             listen: listen?,
@@ -478,7 +512,209 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             token_preview: token_preview?,
         },
         routes: routes?,
+        limits: limits?,
     })
+}
+
+/// Resolves route class names (or `"*"`, every class) to indices.
+pub(crate) fn resolve_classes(
+    at: &str,
+    names: &[String],
+    routes: &[RouteSpec],
+    errors: &mut Errors,
+) -> Option<Vec<usize>> {
+    if names.is_empty() {
+        errors.push(
+            at,
+            "empty: name the route classes it applies to, or \"*\" for every guest route",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, n) in names.iter().enumerate() {
+        if n == "*" {
+            out.extend(0..routes.len());
+        } else if let Some(idx) = routes.iter().position(|r| &r.name == n) {
+            out.push(idx);
+        } else {
+            let known: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+            errors.push(
+                format!("{at}[{i}]"),
+                format!(
+                    "{n:?} is not a route class: use one of {}, or \"*\"",
+                    known.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    ok.then_some(out)
+}
+
+fn validate_limits(
+    list: &[super::file::FileLimit],
+    routes: &[RouteSpec],
+    errors: &mut Errors,
+) -> Option<Vec<LimitSpec>> {
+    let mut out: Vec<LimitSpec> = Vec::new();
+    let mut ok = true;
+    for (i, l) in list.iter().enumerate() {
+        let at = format!("limit[{i}]");
+        errors.unknown(
+            &at,
+            &l.unknown,
+            &[
+                "name", "routes", "key", "rate", "burst", "mode", "until", "shared", "max_keys",
+            ],
+        );
+        let name = required(
+            errors,
+            &format!("{at}.name"),
+            &l.name,
+            "every limit needs a name, e.g. name = \"guest-ip\"",
+        );
+        if let Some(n) = &name {
+            if !valid_name(n) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("{n:?} is not a name: use letters, digits, _ and -"),
+                );
+            } else if out.iter().any(|s| &s.name == n) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("{n:?} is used twice: give each limit its own name"),
+                );
+            }
+        }
+        let classes = required(
+            errors,
+            &format!("{at}.routes"),
+            &l.routes,
+            "list the route classes it applies to, e.g. routes = [\"gallery\"]",
+        )
+        .and_then(|names| resolve_classes(&format!("{at}.routes"), &names, routes, errors));
+        let key = required(
+            errors,
+            &format!("{at}.key"),
+            &l.key,
+            "say what it counts by: key = \"ip\" or key = \"token\"",
+        )
+        .and_then(|k| match k.as_str() {
+            "ip" => Some(KeyKind::Ip),
+            "token" => Some(KeyKind::Token),
+            other => {
+                errors.push(
+                    format!("{at}.key"),
+                    format!("{other:?} is not a key: write \"ip\" or \"token\""),
+                );
+                None
+            }
+        });
+        let rate = required(
+            errors,
+            &format!("{at}.rate"),
+            &l.rate,
+            "give the sustained rate, e.g. rate = \"300/min\"",
+        )
+        .and_then(|r| match parse_rate(&r) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errors.push(format!("{at}.rate"), e);
+                None
+            }
+        });
+        let burst = errors
+            .get(&format!("{at}.burst"), &l.burst, 1)
+            .and_then(|b| match u32::try_from(b).ok().and_then(NonZeroU32::new) {
+                Some(b) => Some(b),
+                None => {
+                    errors.push(
+                        format!("{at}.burst"),
+                        format!("{b} is not a burst: give a whole number of at least 1"),
+                    );
+                    None
+                }
+            });
+        let mode = errors.parsed(&format!("{at}.mode"), &l.mode, Mode::Enforce, |m| match m {
+            "enforce" => Ok(Mode::Enforce),
+            "shadow" => Ok(Mode::Shadow),
+            other => Err(format!(
+                "{other:?} is not a mode: write \"enforce\" or \"shadow\""
+            )),
+        });
+        let until = errors.parsed(&format!("{at}.until"), &l.until, None, |t| {
+            parse_instant(t).map(Some)
+        });
+        if let Some(Field(Ok(true))) = &l.shared {
+            errors.push(
+                format!("{at}.shared"),
+                "shared limits need [cluster], which this build does not have yet: remove shared = true (the limit then holds per replica)",
+            );
+        } else if let Some(Field(Err(e))) = &l.shared {
+            errors.push(format!("{at}.shared"), e.clone());
+        }
+        let max_keys = errors
+            .get(
+                &format!("{at}.max_keys"),
+                &l.max_keys,
+                DEFAULT_MAX_KEYS as i64,
+            )
+            .and_then(|m| match usize::try_from(m) {
+                Ok(m) if (1..=100_000_000).contains(&m) => Some(m),
+                _ => {
+                    errors.push(
+                        format!("{at}.max_keys"),
+                        format!("{m} is out of range: give 1 to 100000000"),
+                    );
+                    None
+                }
+            });
+        match (name, classes, key, rate, burst, mode, until, max_keys) {
+            (
+                Some(name),
+                Some(classes),
+                Some(key),
+                Some(rate),
+                Some(burst),
+                Some(mode),
+                Some(until),
+                Some(max_keys),
+            ) => out.push(LimitSpec {
+                name,
+                classes,
+                key,
+                rate,
+                burst,
+                mode,
+                until,
+                max_keys,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn required<T: Clone>(
+    errors: &mut Errors,
+    key: &str,
+    field: &Option<Field<T>>,
+    fix: &str,
+) -> Option<T> {
+    match field {
+        None => {
+            errors.push(key, format!("missing: {fix}"));
+            None
+        }
+        Some(Field(Ok(v))) => Some(v.clone()),
+        Some(Field(Err(e))) => {
+            errors.push(key, e.clone());
+            None
+        }
+    }
 }
 
 fn validate_routes(list: &[super::file::FileRoute], errors: &mut Errors) -> Option<Vec<RouteSpec>> {

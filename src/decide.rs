@@ -1,0 +1,35 @@
+//! The ordered checks that decide whether a request is forwarded: synchronous, no `.await`, no
+//! lock, no I/O. The order is SPEC §4's: blocklist and bans, switches, revoked and malformed
+//! tokens, rate limits; the checks this build has are below in that order.
+
+use crate::classify::ClassId;
+use crate::client_ip::ClientKey;
+use crate::deny::Denial;
+use crate::limits::{self, Exceeded};
+use crate::snapshot::Snapshot;
+
+/// What the decision reads about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The route class, when it is a guest route.
+    pub class: Option<ClassId>,
+    /// The join token, as Laravel would bind it.
+    pub token: Option<&'a str>,
+    /// The client's key (IPv4 address or IPv6 network).
+    pub client: ClientKey,
+    /// Unix seconds now (for temporary rules).
+    pub now_unix: i64,
+}
+
+/// Decides one request: `Some(denial)` to answer it, `None` to forward it. Shadow limits that
+/// the request exceeded are appended to `shadowed` (it goes through all the same).
+pub fn decide(snap: &Snapshot, facts: &Facts<'_>, shadowed: &mut Vec<Exceeded>) -> Option<Denial> {
+    let class = facts.class?;
+    if snap.limits.is_empty() {
+        return None;
+    }
+    let client = limits::client_key_hash(facts.client);
+    let token = facts.token.map(limits::token_hash);
+    limits::check(&snap.limits, class, client, token, facts.now_unix, shadowed)
+        .map(Denial::RateLimited)
+}
