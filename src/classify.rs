@@ -488,40 +488,39 @@ impl Iterator for Segments<'_> {
     }
 }
 
-/// The path of a raw request target: origin-form up to `?`/`#`, the path of an absolute-form
-/// target, or anything else as it is (Symfony treats it as a path and prefixes `/`).
+/// The path of a raw request target, as Symfony takes it from `REQUEST_URI`: origin-form up to
+/// `?`/`#`; for anything else the path PHP's `parse_url` finds (`http://h/p`, `http:/p`,
+/// `h:80/p`), or the target itself (Symfony then prefixes a `/`).
 fn target_path(target: &[u8]) -> &[u8] {
     if target.first() == Some(&b'/') {
         return cut_query(target);
     }
-    if let Some(after_scheme) = strip_scheme(target) {
-        let end = after_scheme
-            .iter()
-            .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-            .unwrap_or(after_scheme.len());
-        let rest = after_scheme.get(end..).unwrap_or_default();
-        if rest.first() == Some(&b'/') {
-            return cut_query(rest);
-        }
-        // No path: hyper makes it `/`.
-        return b"/";
-    }
-    cut_query(target)
-}
-
-/// `scheme://` off the front of an absolute-form target.
-fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
-    let colon = target.iter().position(|&b| b == b':')?;
+    let target = cut_query(target);
+    let Some(colon) = target.iter().position(|&b| b == b':') else {
+        return target;
+    };
     let (scheme, rest) = target.split_at(colon);
-    let first = scheme.first()?;
-    if !first.is_ascii_alphabetic()
+    let rest = rest.get(1..).unwrap_or_default();
+    if scheme.is_empty()
         || !scheme
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     {
-        return None;
+        return target;
     }
-    rest.strip_prefix(b"://")
+    if let Some(authority_and_path) = rest.strip_prefix(b"//") {
+        // Absolute-form: the path starts at the first `/` after the authority; none is `/`.
+        return match authority_and_path.iter().position(|&b| b == b'/') {
+            Some(i) => authority_and_path.get(i..).unwrap_or(b"/"),
+            None => b"/",
+        };
+    }
+    // `host:port/path`: parse_url reads digits after the colon as a port.
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0 && matches!(rest.get(digits), None | Some(b'/')) {
+        return rest.get(digits..).unwrap_or_default();
+    }
+    rest
 }
 
 /// Everything before the first `?` or `#`.
@@ -810,4 +809,391 @@ pub fn default_specs() -> Vec<RouteSpec> {
             ],
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::new(&default_specs()).expect("the default routes compile")
+    }
+
+    /// The class name and token the default table gives `target` for `method`.
+    fn class_of(method: &str, target: &str) -> (Option<String>, Option<String>) {
+        let t = table();
+        let m = Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let c = t.classify_target(&m, target.as_bytes());
+        (
+            c.class.map(|i| t.names()[usize::from(i)].clone()),
+            c.token.map(String::from),
+        )
+    }
+
+    fn is(class: &str, token: &str) -> (Option<String>, Option<String>) {
+        (Some(class.to_owned()), Some(token.to_owned()))
+    }
+
+    fn none() -> (Option<String>, Option<String>) {
+        (None, None)
+    }
+
+    #[test]
+    fn default_routes_classify_their_own_paths() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/abc123"),
+            is("events", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/events/abc123/photos"),
+            is("events", "abc123")
+        );
+        assert_eq!(
+            class_of("POST", "/api/v1/events/abc123/photos"),
+            is("upload", "abc123")
+        );
+        assert_eq!(
+            class_of("PUT", "/api/v1/events/abc123/upload"),
+            is("upload", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/abc123"),
+            is("gallery", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/abc123/download"),
+            is("gallery_download", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/events/abc123/photos/7/download"),
+            is("gallery_download", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/gallery/abc123/x/y"),
+            is("gallery", "abc123")
+        );
+    }
+
+    #[test]
+    fn the_first_matching_route_wins() {
+        // `/api/v1/gallery/{token}/**` would match too, but gallery_download comes first.
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/photos/9/download"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn sibling_paths_are_not_guest_routes() {
+        assert_eq!(class_of("GET", "/api/v1/events"), none());
+        assert_eq!(class_of("GET", "/api/v1/eventsX/T"), none());
+        assert_eq!(class_of("GET", "/api/v2/events/T"), none());
+        assert_eq!(class_of("GET", "/api/v1/users/5"), none());
+        assert_eq!(class_of("GET", "/"), none());
+        assert_eq!(class_of("GET", "*"), none());
+    }
+
+    #[test]
+    fn methods_limit_a_route_and_head_follows_get() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/T/upload"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("PATCH", "/api/v1/events/T/upload"),
+            is("events", "T")
+        );
+        let specs = vec![RouteSpec {
+            name: "read".into(),
+            methods: Some(vec![Method::GET]),
+            paths: vec!["/r/{token}".into()],
+        }];
+        let t = RouteTable::new(&specs).unwrap();
+        assert_eq!(t.classify(&Method::HEAD, "/r/x").class, Some(0));
+        assert_eq!(t.classify(&Method::POST, "/r/x").class, None);
+    }
+
+    #[test]
+    fn lowercase_methods_match_like_symfony_upper_cases_them() {
+        assert_eq!(
+            class_of("post", "/api/v1/events/T/photos"),
+            is("upload", "T")
+        );
+    }
+
+    #[test]
+    fn percent_encoded_slash_is_a_separator() {
+        assert_eq!(class_of("GET", "/api/v1/events%2FT"), is("events", "T"));
+        assert_eq!(
+            class_of("GET", "/api%2fv1%2Fgallery%2FT%2Fdownload"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn token_is_decoded_exactly_once() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/a%2541"),
+            is("events", "a%41")
+        );
+        assert_eq!(class_of("GET", "/api/v1/events/a%20b"), is("events", "a b"));
+    }
+
+    #[test]
+    fn invalid_escapes_and_plus_stay_literal() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/a%zz%4"),
+            is("events", "a%zz%4")
+        );
+        assert_eq!(class_of("GET", "/api/v1/events/a+b"), is("events", "a+b"));
+    }
+
+    #[test]
+    fn index_php_front_controller_is_stripped() {
+        assert_eq!(
+            class_of("GET", "/index.php/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/%69ndex%2Ephp/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/index.php/index.php/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/INDEX.PHP/api/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn index_php_glued_to_the_path_is_still_the_front_controller() {
+        // Symfony cuts the base URL `/index.php` even when no `/` follows it.
+        assert_eq!(
+            class_of("GET", "/index.phpapi/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn trailing_slashes_are_ignored() {
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/download///"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn an_encoded_trailing_slash_counts_like_laravel_counts_it() {
+        // Laravel trims before decoding, so `download/` is the rest of `gallery/{token}/{any}`.
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/download%2F"),
+            is("gallery", "T")
+        );
+    }
+
+    #[test]
+    fn query_and_fragment_are_not_part_of_the_path() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/T?x=/download#y"),
+            is("events", "T")
+        );
+        assert_eq!(class_of("GET", "/api/v1/events/T#/../x"), is("events", "T"));
+    }
+
+    #[test]
+    fn absolute_form_is_judged_by_its_path() {
+        assert_eq!(
+            class_of("GET", "http://example.org/api/v1/events/T?q"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "https://u@h:8443/gallery/T"),
+            is("gallery", "T")
+        );
+        assert_eq!(class_of("GET", "http:/api/v1/events/T"), is("events", "T"));
+        assert_eq!(class_of("GET", "http://h"), none());
+    }
+
+    #[test]
+    fn repeated_slashes_cannot_dodge_a_guest_route() {
+        assert_eq!(class_of("GET", "//api//v1///events/T"), is("events", "T"));
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery//T//download"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn dot_segments_cannot_dodge_a_guest_route() {
+        assert_eq!(
+            class_of("GET", "/api/v1/x/../gallery/T"),
+            is("gallery", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/./api/v1/%2E%2E/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn dot_segments_laravel_routes_keep_laravels_token() {
+        // Laravel routes this itself, binding `..` as the token: that answer comes first.
+        assert_eq!(
+            class_of("GET", "/api/v1/events/../events/T"),
+            is("events", "..")
+        );
+    }
+
+    #[test]
+    fn case_cannot_dodge_a_guest_route() {
+        assert_eq!(class_of("GET", "/API/V1/Events/T"), is("events", "T"));
+        assert_eq!(
+            class_of("GET", "/api/v1/Gallery/T/DOWNLOAD"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn case_is_matched_exactly_first_like_laravel() {
+        // Laravel routes this to gallery (`DOWNLOAD` is the rest), so the shield does too.
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/DOWNLOAD"),
+            is("gallery", "T")
+        );
+    }
+
+    #[test]
+    fn backslashes_are_separators_when_nothing_else_matches() {
+        assert_eq!(class_of("GET", "/api\\v1\\events\\T"), is("events", "T"));
+    }
+
+    #[test]
+    fn tokens_keep_their_case() {
+        assert_eq!(class_of("GET", "/API/v1/events/AbC"), is("events", "AbC"));
+    }
+
+    #[test]
+    fn invalid_utf8_tokens_are_kept_lossily() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/a%FF"),
+            is("events", "a\u{FFFD}")
+        );
+    }
+
+    #[test]
+    fn rest_matches_one_or_more_segments() {
+        let specs = vec![RouteSpec {
+            name: "all".into(),
+            methods: None,
+            paths: vec!["/x/**".into()],
+        }];
+        let t = RouteTable::new(&specs).unwrap();
+        assert_eq!(t.classify(&Method::GET, "/x").class, None);
+        assert_eq!(t.classify(&Method::GET, "/x/").class, None);
+        assert_eq!(t.classify(&Method::GET, "/x/a/b").class, Some(0));
+        // Laravel's `.*` matches the empty rest after an encoded slash.
+        assert_eq!(t.classify(&Method::GET, "/x%2F").class, Some(0));
+    }
+
+    #[test]
+    fn a_clean_path_is_matched_in_place() {
+        assert!(is_clean(b"/api/v1/events/T"));
+        assert!(is_clean(b"/"));
+        assert!(!is_clean(b"/api/v1/events/T/"));
+        assert!(!is_clean(b"/api//v1"));
+        assert!(!is_clean(b"/api/./v1"));
+        assert!(!is_clean(b"/a%41"));
+        assert!(!is_clean(b"/Index.php/a"));
+        assert!(matches!(
+            laravel_path(b"/api/v1/events/T"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn canonical_path_classifies_the_same() {
+        let t = table();
+        for target in [
+            "/api/v1/gallery/T/download%2F",
+            "//API/v1/gallery/T/DOWNLOAD",
+            "/index.php/x/../api/v1/events/a%2541/%3F",
+            "http://h/gallery/T%20x",
+        ] {
+            let canonical = t.canonical_path(&Method::GET, target.as_bytes()).unwrap();
+            assert_eq!(
+                t.classify_target(&Method::GET, canonical.as_bytes()),
+                t.classify_target(&Method::GET, target.as_bytes()),
+                "{target} -> {canonical}"
+            );
+        }
+        assert_eq!(
+            t.canonical_path(&Method::GET, b"//API/v1/gallery/T/DOWNLOAD")
+                .as_deref(),
+            Some("/api/v1/gallery/T/download")
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_all_reported_with_their_place() {
+        let specs = vec![
+            RouteSpec {
+                name: "a".into(),
+                methods: Some(vec![]),
+                paths: vec![
+                    "api/x".into(),
+                    "/a//b".into(),
+                    "/a/**/b".into(),
+                    "/a/{token}/{token}".into(),
+                    "/a/{id}".into(),
+                    "/a/x*".into(),
+                    "/a/../b".into(),
+                    "/a?b".into(),
+                    "/index.php/a".into(),
+                    "/a/".into(),
+                ],
+            },
+            RouteSpec {
+                name: "b".into(),
+                methods: None,
+                paths: vec![],
+            },
+        ];
+        let errors = RouteTable::new(&specs).unwrap_err();
+        let places: Vec<(usize, usize)> = errors.iter().map(|(r, p, _)| (*r, *p)).collect();
+        assert_eq!(
+            places,
+            vec![
+                (0, 0),
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (0, 3),
+                (0, 4),
+                (0, 5),
+                (0, 6),
+                (0, 7),
+                (0, 8),
+                (0, 9),
+                (1, 0)
+            ]
+        );
+        assert!(matches!(errors[0].2, PatternError::NoMethods { .. }));
+        assert!(matches!(errors[3].2, PatternError::RestNotLast { .. }));
+        let message = errors[1].2.to_string();
+        assert!(
+            message.contains("\"api/x\"") && message.contains("\"/api/x\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_messages_are_lowercase_and_name_the_pattern() {
+        let e = compile_pattern("/a/{id}").unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("path \"/a/{id}\""), "{m}");
+        assert!(m.contains("use *"), "{m}");
+    }
 }
