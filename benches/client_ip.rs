@@ -12,7 +12,10 @@ fn naive(peer: IpAddr, header: &str, trusted: &TrustedProxies) -> IpAddr {
     if !trusted.contains(peer) {
         return peer;
     }
-    let hops: Vec<Option<IpAddr>> = header.split(',').map(|e| parse_entry(e.as_bytes())).collect();
+    let hops: Vec<Option<IpAddr>> = header
+        .split(',')
+        .map(|e| parse_entry(e.as_bytes()))
+        .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
         match hop {
@@ -25,20 +28,40 @@ fn naive(peer: IpAddr, header: &str, trusted: &TrustedProxies) -> IpAddr {
 }
 
 fn bench(c: &mut Criterion) {
-    let trusted = TrustedProxies::new(&["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()]);
+    let trusted = TrustedProxies::new(&[
+        "127.0.0.1/32".parse().unwrap(),
+        "10.0.0.0/8".parse().unwrap(),
+    ]);
     let peer: IpAddr = "127.0.0.1".parse().unwrap();
     let untrusted_peer: IpAddr = "203.0.113.9".parse().unwrap();
     let short = "198.51.100.7, 10.0.0.2";
-    let long = format!("{}, 198.51.100.7, 10.0.0.2", vec!["6.6.6.6"; 5000].join(", "));
+    let long = format!(
+        "{}, 198.51.100.7, 10.0.0.2",
+        vec!["6.6.6.6"; 5000].join(", ")
+    );
 
     let mut g = c.benchmark_group("client_ip");
     g.bench_function("untrusted peer", |b| {
-        b.iter(|| client_ip(black_box(untrusted_peer), [short.as_bytes()].into_iter(), &trusted))
+        b.iter(|| {
+            client_ip(
+                black_box(untrusted_peer),
+                [short.as_bytes()].into_iter(),
+                &trusted,
+            )
+        })
     });
-    g.bench_function("two hops", |b| b.iter(|| client_ip(black_box(peer), [short.as_bytes()].into_iter(), &trusted)));
-    g.bench_function("two hops, naive", |b| b.iter(|| naive(black_box(peer), black_box(short), &trusted)));
-    g.bench_function("5000 hops", |b| b.iter(|| client_ip(black_box(peer), [long.as_bytes()].into_iter(), &trusted)));
-    g.bench_function("5000 hops, naive", |b| b.iter(|| naive(black_box(peer), black_box(&long), &trusted)));
+    g.bench_function("two hops", |b| {
+        b.iter(|| client_ip(black_box(peer), [short.as_bytes()].into_iter(), &trusted))
+    });
+    g.bench_function("two hops, naive", |b| {
+        b.iter(|| naive(black_box(peer), black_box(short), &trusted))
+    });
+    g.bench_function("5000 hops", |b| {
+        b.iter(|| client_ip(black_box(peer), [long.as_bytes()].into_iter(), &trusted))
+    });
+    g.bench_function("5000 hops, naive", |b| {
+        b.iter(|| naive(black_box(peer), black_box(&long), &trusted))
+    });
     g.finish();
 }
 

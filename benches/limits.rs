@@ -35,15 +35,35 @@ impl NaiveBuckets {
 
 fn bench(c: &mut Criterion) {
     let keys: Vec<String> = (0..100_000).map(|i| format!("load-{i:06}")).collect();
-    let rate = Rate { count: 3000, per: Duration::from_secs(60) };
-    let limiter = KeyedLimiter::with_clock(rate, NonZeroU32::new(600).unwrap(), 200_000, Default::default());
-    let naive = NaiveBuckets { map: Mutex::new(HashMap::new()), per_sec: 50.0, burst: 600.0 };
+    let rate = Rate {
+        count: 3000,
+        per: Duration::from_secs(60),
+    };
+    let limiter: KeyedLimiter = KeyedLimiter::with_clock(
+        rate,
+        NonZeroU32::new(600).unwrap(),
+        200_000,
+        Default::default(),
+    );
+    let naive = NaiveBuckets {
+        map: Mutex::new(HashMap::new()),
+        per_sec: 50.0,
+        burst: 600.0,
+    };
     for k in &keys {
         let _ = limiter.check(token_hash(k));
         naive.check(k);
     }
-    let hot = {
-        let l = KeyedLimiter::with_clock(Rate { count: 1, per: Duration::from_secs(3600) }, NonZeroU32::MIN, 10, Default::default());
+    let hot: KeyedLimiter = {
+        let l = KeyedLimiter::with_clock(
+            Rate {
+                count: 1,
+                per: Duration::from_secs(3600),
+            },
+            NonZeroU32::MIN,
+            10,
+            Default::default(),
+        );
         let _ = l.check(1);
         l
     };

@@ -1,122 +1,781 @@
-//! Route classification (interim: exact segment matching; the full Laravel-faithful normaliser
-//! replaces this module).
+//! Classification: which route class (and which join token) a request belongs to.
+//!
+//! The classes are the `[[route]]` entries of the configuration, tried in order; the first whose
+//! methods and one of whose path patterns match names the class. The shield must see a request
+//! the way the Laravel app behind it will route it, or an attacker can slip a guest request past
+//! the guest limits by spelling its path differently. So a path is tried in up to three
+//! spellings, and the first spelling that matches any route decides:
+//!
+//! 1. **Laravel's own**: Symfony's path info (a leading `/index.php`, the front controller, is
+//!    cut off, also when percent-encoded), trailing slashes trimmed *before* decoding, then
+//!    percent-decoded exactly once like PHP's `rawurldecode` (`%2F` is a separator, invalid
+//!    escapes stay literal, `+` stays `+`), matched case-sensitively with empty segments kept.
+//!    Anything Laravel routes to a guest route is classified here, with the same token.
+//! 2. **Normalised**: decoded once, then split on `/` and `\`, empty and `.` segments dropped,
+//!    `..` resolved, every leading `index.php` cut off; matched case-sensitively. This is what
+//!    Laravel would see behind a web server or browser that normalises paths.
+//! 3. **Normalised, any case**: the same segments with literal segments compared
+//!    ASCII-case-insensitively, so that case cannot dodge a guest route either.
+//!
+//! Spellings 2 and 3 only ever add matches (over-including is safe; missing one is a bypass).
+//! Methods are compared case-insensitively too, because Symfony upper-cases the method.
+//!
+//! Everything works on bytes: a clean path (no `%`, no empty or dot segment, no `\`, no
+//! front controller) is matched in place and allocates nothing but the token it returns.
 
-/// One `[[route]]` entry.
+// A classifier that reads attacker bytes must not be able to panic: these lints prove there is
+// no indexing, unwrap or panic outside the tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use http::Method;
+
+/// One `[[route]]` entry as validated config gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
-    /// Class name.
+    /// The route class name (`events`, `gallery`, ...), used by limits and switches.
     pub name: String,
-    /// Methods, or any.
-    pub methods: Option<Vec<http::Method>>,
-    /// Path patterns.
+    /// The methods this class covers; `None` covers every method.
+    pub methods: Option<Vec<Method>>,
+    /// Path patterns: literal segments, `{token}`, `*` (one segment) and `**` (any rest).
     pub paths: Vec<String>,
 }
-/// Index of a route class.
+
+/// Index of a route class in the table (order of the config).
 pub type ClassId = u16;
-/// Compiled routes.
-#[derive(Debug, Clone)]
-pub struct RouteTable {
-    specs: Vec<RouteSpec>,
-    names: Vec<String>,
-}
-/// Result of classification.
+
+/// The result of classifying one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
-    /// Class.
+    /// The first route class that matched, or `None` for a request outside every class.
     pub class: Option<ClassId>,
-    /// Token.
+    /// The join token as Laravel would bind it (decoded, lossy UTF-8), when the matching
+    /// pattern has `{token}`.
     pub token: Option<Box<str>>,
 }
-/// A bad pattern.
-#[derive(Debug, thiserror::Error)]
-pub enum PatternError {
-    /// Must start with a slash.
-    #[error("{0:?} must start with /")]
-    NoSlash(String),
+
+impl Classified {
+    /// A request outside every route class.
+    pub const NONE: Classified = Classified {
+        class: None,
+        token: None,
+    };
 }
+
+/// Why a `[[route]]` entry or one of its path patterns cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// The route lists no paths at all.
+    #[error("route {route:?} has no paths: give it at least one, e.g. paths = [\"/api/v1/events/{{token}}\"]")]
+    NoPaths {
+        /// The route name.
+        route: String,
+    },
+    /// The route lists an empty `methods` array, which would match nothing.
+    #[error("route {route:?} lists no methods: list at least one, or leave `methods` out to match every method")]
+    NoMethods {
+        /// The route name.
+        route: String,
+    },
+    /// More routes than a [`ClassId`] can number.
+    #[error("too many routes ({count}): at most 65536 route classes are supported; merge some")]
+    TooManyRoutes {
+        /// How many routes were given.
+        count: usize,
+    },
+    /// The pattern does not start with `/`.
+    #[error("path {pattern:?} does not start with '/': write it as an absolute path, e.g. \"/{pattern}\"")]
+    NotAbsolute {
+        /// The bad pattern.
+        pattern: String,
+    },
+    /// The pattern has `//` or a trailing `/` (ignored by Laravel, so never matchable).
+    #[error(
+        "path {pattern:?} has an empty segment ('//' or a trailing '/'): remove the extra slash"
+    )]
+    EmptySegment {
+        /// The bad pattern.
+        pattern: String,
+    },
+    /// The pattern has a `.` or `..` segment (resolved away before matching).
+    #[error("path {pattern:?} has the dot segment {segment:?}: dot segments are resolved before matching; write the path without it")]
+    DotSegment {
+        /// The bad pattern.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+    },
+    /// The pattern starts with `/index.php`, which is cut off before matching.
+    #[error("path {pattern:?} starts with /index.php, the front controller, which is cut off before matching: write the path without it")]
+    FrontController {
+        /// The bad pattern.
+        pattern: String,
+    },
+    /// The pattern has `{token}` more than once.
+    #[error("path {pattern:?} has {{token}} more than once: a path captures one join token; use * for the other segments")]
+    SecondToken {
+        /// The bad pattern.
+        pattern: String,
+    },
+    /// `**` is not the last segment.
+    #[error("path {pattern:?} has '**' before its end: '**' matches the rest of the path, so it must be the last segment")]
+    RestNotLast {
+        /// The bad pattern.
+        pattern: String,
+    },
+    /// A `{...}` other than `{token}`.
+    #[error("path {pattern:?} has the placeholder {segment:?}: only {{token}} captures; use * for any other single segment")]
+    UnknownPlaceholder {
+        /// The bad pattern.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+    },
+    /// A segment mixing literal text with `*`, `{` or `}`.
+    #[error("path {pattern:?} has the segment {segment:?}, which mixes text with a wildcard: a segment is literal text, {{token}}, * or ** on its own")]
+    MixedSegment {
+        /// The bad pattern.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+    },
+    /// A character that can never appear in a decoded path segment as written.
+    #[error("path {pattern:?} has the character {ch:?}: '?', '#', '%' and '\\' cannot be matched; write the decoded path without query or fragment")]
+    BadCharacter {
+        /// The bad pattern.
+        pattern: String,
+        /// The offending character.
+        ch: char,
+    },
+}
+
+/// One segment of a compiled pattern.
+#[derive(Debug, Clone)]
+enum Seg {
+    Lit(Box<[u8]>),
+    Token,
+    Star,
+    Rest,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    methods: Option<Box<[Method]>>,
+    patterns: Box<[Box<[Seg]>]>,
+}
+
+/// The compiled `[[route]]` table: classifies requests into route classes.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    names: Vec<String>,
+    routes: Vec<Route>,
+}
+
+/// Which spelling of the path matched (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    Laravel,
+    Normalised,
+    NormalisedAnyCase,
+}
+
+/// A route and pattern that matched, with where the token lies in the matched buffer.
+#[derive(Debug, Clone)]
+struct Hit {
+    route: usize,
+    pattern: usize,
+    token: Option<Range<usize>>,
+}
+
+/// The spelling that matched, the buffer it matched against (the path after its leading `/`)
+/// and the hit.
+struct Resolved<'a> {
+    spelling: Spelling,
+    after: Cow<'a, [u8]>,
+    hit: Hit,
+}
+
+const FRONT_CONTROLLER: &[u8] = b"index.php";
+
 impl RouteTable {
-    /// Compiles.
+    /// Compiles the routes, reporting every bad route and pattern at once as
+    /// `(route index, path index, error)`; route-wide errors carry path index 0.
     pub fn new(specs: &[RouteSpec]) -> Result<RouteTable, Vec<(usize, usize, PatternError)>> {
-        let mut errs = Vec::new();
-        for (i, s) in specs.iter().enumerate() {
-            for (j, p) in s.paths.iter().enumerate() {
-                if !p.starts_with('/') {
-                    errs.push((i, j, PatternError::NoSlash(p.clone())));
+        let mut errors = Vec::new();
+        if specs.len() > usize::from(ClassId::MAX) + 1 {
+            errors.push((0, 0, PatternError::TooManyRoutes { count: specs.len() }));
+        }
+        let mut routes = Vec::with_capacity(specs.len());
+        for (ri, spec) in specs.iter().enumerate() {
+            if spec.paths.is_empty() {
+                errors.push((
+                    ri,
+                    0,
+                    PatternError::NoPaths {
+                        route: spec.name.clone(),
+                    },
+                ));
+            }
+            if spec.methods.as_ref().is_some_and(|m| m.is_empty()) {
+                errors.push((
+                    ri,
+                    0,
+                    PatternError::NoMethods {
+                        route: spec.name.clone(),
+                    },
+                ));
+            }
+            let mut patterns = Vec::with_capacity(spec.paths.len());
+            for (pi, path) in spec.paths.iter().enumerate() {
+                match compile_pattern(path) {
+                    Ok(p) => patterns.push(p),
+                    Err(e) => errors.push((ri, pi, e)),
                 }
             }
+            routes.push(Route {
+                methods: spec.methods.clone().map(Vec::into_boxed_slice),
+                patterns: patterns.into_boxed_slice(),
+            });
         }
-        if !errs.is_empty() {
-            return Err(errs);
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(RouteTable {
-            specs: specs.to_vec(),
             names: specs.iter().map(|s| s.name.clone()).collect(),
+            routes,
         })
     }
-    /// Names.
+
+    /// The route class names, indexed by [`ClassId`].
     pub fn names(&self) -> &[String] {
         &self.names
     }
-    /// Classifies.
-    pub fn classify(&self, method: &http::Method, path: &str) -> Classified {
-        let path = path.trim_end_matches('/');
-        let segs: Vec<&str> = path.split('/').skip(1).collect();
-        for (i, s) in self.specs.iter().enumerate() {
-            if let Some(m) = &s.methods {
-                if !m.contains(method) {
-                    continue;
+
+    /// `path` is the raw (not decoded) path of the request URI, as `http::Uri::path()` gives it
+    /// (hyper already turned an absolute-form target into its path).
+    pub fn classify(&self, method: &Method, path: &str) -> Classified {
+        self.classified(self.resolve(method, cut_query(path.as_bytes())))
+    }
+
+    /// The same for a whole raw request target (origin-form, absolute-form `http://h/p?q`, `*`,
+    /// anything): used by fuzzing and tests.
+    pub fn classify_target(&self, method: &Method, target: &[u8]) -> Classified {
+        self.classified(self.resolve(method, target_path(target)))
+    }
+
+    /// The canonical path of a classified target: the spelling that matched, re-encoded so that
+    /// classifying it gives the same class and token (and so that canonicalising it again gives
+    /// it back). `None` when the target is outside every class. Not for the hot path.
+    pub fn canonical_path(&self, method: &Method, target: &[u8]) -> Option<String> {
+        let r = self.resolve(method, target_path(target))?;
+        let after: &[u8] = &r.after;
+        let mut out = String::with_capacity(after.len() + 16);
+        match r.spelling {
+            Spelling::Laravel => {
+                // A pathinfo that itself starts with the front controller only arose because
+                // one was cut off before it; keep one in front so it is cut off again.
+                if after.starts_with(FRONT_CONTROLLER) {
+                    out.push_str("/index.php");
+                }
+                out.push('/');
+                // Trailing separators would be trimmed by Laravel before decoding: encode them.
+                let keep = after.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+                let (body, tail) = after.split_at(keep);
+                encode_into(&mut out, body, true);
+                for _ in tail {
+                    out.push_str("%2F");
                 }
             }
-            for p in &s.paths {
-                let pats: Vec<&str> = p.split('/').skip(1).collect();
-                let mut token = None;
-                let mut ok = true;
-                let mut k = 0;
-                for pat in &pats {
-                    if *pat == "**" {
-                        ok = segs.len() > k;
-                        k = segs.len();
-                        break;
-                    }
-                    let Some(seg) = segs.get(k) else {
-                        ok = false;
-                        break;
-                    };
-                    match *pat {
-                        "{token}" => token = Some((*seg).into()),
-                        "*" => {}
-                        lit if lit == *seg => {}
-                        _ => {
-                            ok = false;
-                            break;
+            Spelling::Normalised | Spelling::NormalisedAnyCase => {
+                let segs = self
+                    .routes
+                    .get(r.hit.route)
+                    .and_then(|route| route.patterns.get(r.hit.pattern))?;
+                let mut parts = Segments::new(after);
+                for seg in segs.iter() {
+                    match seg {
+                        Seg::Lit(lit) => {
+                            parts.next()?;
+                            out.push('/');
+                            // The configured spelling, so a re-classification matches it
+                            // case-sensitively (first spelling) and picks the same route.
+                            encode_into(&mut out, lit, false);
+                        }
+                        Seg::Token | Seg::Star => {
+                            let p = parts.next()?;
+                            out.push('/');
+                            encode_into(&mut out, after.get(p).unwrap_or_default(), false);
+                        }
+                        Seg::Rest => {
+                            for p in parts.by_ref() {
+                                out.push('/');
+                                encode_into(&mut out, after.get(p).unwrap_or_default(), false);
+                            }
                         }
                     }
-                    k += 1;
-                }
-                if ok && k == segs.len() {
-                    return Classified {
-                        class: Some(i as u16),
-                        token,
-                    };
                 }
             }
         }
+        Some(out)
+    }
+
+    fn classified(&self, resolved: Option<Resolved<'_>>) -> Classified {
+        let Some(r) = resolved else {
+            return Classified::NONE;
+        };
+        let token = r
+            .hit
+            .token
+            .and_then(|range| r.after.get(range))
+            .map(|t| String::from_utf8_lossy(t).into_owned().into_boxed_str());
         Classified {
-            class: None,
-            token: None,
+            class: ClassId::try_from(r.hit.route).ok(),
+            token,
+        }
+    }
+
+    /// Tries the spellings in order; the first that matches any route decides.
+    fn resolve<'a>(&self, method: &Method, raw: &'a [u8]) -> Option<Resolved<'a>> {
+        let exact = laravel_path(raw);
+        if let Some(hit) = self.first_match(method, &exact, false) {
+            return Some(Resolved {
+                spelling: Spelling::Laravel,
+                after: exact,
+                hit,
+            });
+        }
+        if is_clean(raw) {
+            // Normalising a clean path changes nothing: only case is left to try.
+            return self.first_match(method, &exact, true).map(|hit| Resolved {
+                spelling: Spelling::NormalisedAnyCase,
+                after: exact,
+                hit,
+            });
+        }
+        drop(exact);
+        let normal = normalised_path(raw);
+        if let Some(hit) = self.first_match(method, &normal, false) {
+            return Some(Resolved {
+                spelling: Spelling::Normalised,
+                after: Cow::Owned(normal),
+                hit,
+            });
+        }
+        self.first_match(method, &normal, true).map(|hit| Resolved {
+            spelling: Spelling::NormalisedAnyCase,
+            after: Cow::Owned(normal),
+            hit,
+        })
+    }
+
+    fn first_match(&self, method: &Method, after: &[u8], any_case: bool) -> Option<Hit> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| method_matches(route.methods.as_deref(), method))
+            .find_map(|(ri, route)| {
+                route.patterns.iter().enumerate().find_map(|(pi, segs)| {
+                    match_pattern(segs, after, any_case).map(|token| Hit {
+                        route: ri,
+                        pattern: pi,
+                        token,
+                    })
+                })
+            })
+    }
+}
+
+/// Laravel lists HEAD with every GET route, and Symfony upper-cases the request method.
+fn method_matches(allowed: Option<&[Method]>, method: &Method) -> bool {
+    let Some(allowed) = allowed else {
+        return true;
+    };
+    let m = method.as_str();
+    allowed.iter().any(|a| {
+        a.as_str().eq_ignore_ascii_case(m) || (*a == Method::GET && m.eq_ignore_ascii_case("HEAD"))
+    })
+}
+
+/// Matches one pattern against a path (given without its leading `/`); returns the token's
+/// byte range (if the pattern has one) on a match.
+fn match_pattern(segs: &[Seg], after: &[u8], any_case: bool) -> Option<Option<Range<usize>>> {
+    let mut parts = Segments::new(after);
+    let mut token = None;
+    for seg in segs {
+        match seg {
+            Seg::Lit(lit) => {
+                let p = parts.next()?;
+                let got = after.get(p)?;
+                let same = if any_case {
+                    got.eq_ignore_ascii_case(lit)
+                } else {
+                    got == lit.as_ref()
+                };
+                if !same {
+                    return None;
+                }
+            }
+            Seg::Token => {
+                let p = parts.next()?;
+                if p.is_empty() {
+                    return None;
+                }
+                token = Some(p);
+            }
+            Seg::Star => {
+                if parts.next()?.is_empty() {
+                    return None;
+                }
+            }
+            // Laravel's `/{any}` with `.*`: a separator, then anything (even nothing).
+            Seg::Rest => return parts.next().map(|_| token),
+        }
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(token)
+}
+
+/// The `/`-separated segments of a path given without its leading `/`, as byte ranges.
+/// `""` is one empty segment (the root), as Laravel's regexes see `/`.
+struct Segments<'a> {
+    s: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> Segments<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Segments {
+            s,
+            pos: 0,
+            done: false,
         }
     }
 }
+
+impl Iterator for Segments<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        if self.done {
+            return None;
+        }
+        let start = self.pos;
+        let rest = self.s.get(start..)?;
+        match rest.iter().position(|&b| b == b'/') {
+            Some(i) => {
+                self.pos = start + i + 1;
+                Some(start..start + i)
+            }
+            None => {
+                self.done = true;
+                Some(start..self.s.len())
+            }
+        }
+    }
+}
+
+/// The path of a raw request target, as Symfony takes it from `REQUEST_URI`: origin-form up to
+/// `?`/`#`; for anything else the path PHP's `parse_url` finds (`http://h/p`, `http:/p`,
+/// `h:80/p`), or the target itself (Symfony then prefixes a `/`).
+fn target_path(target: &[u8]) -> &[u8] {
+    if target.first() == Some(&b'/') {
+        return cut_query(target);
+    }
+    let target = cut_query(target);
+    let Some(colon) = target.iter().position(|&b| b == b':') else {
+        return target;
+    };
+    let (scheme, rest) = target.split_at(colon);
+    let rest = rest.get(1..).unwrap_or_default();
+    if scheme.is_empty()
+        || !scheme
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return target;
+    }
+    if let Some(authority_and_path) = rest.strip_prefix(b"//") {
+        // Absolute-form: the path starts at the first `/` after the authority; none is `/`.
+        return match authority_and_path.iter().position(|&b| b == b'/') {
+            Some(i) => authority_and_path.get(i..).unwrap_or(b"/"),
+            None => b"/",
+        };
+    }
+    // `host:port/path`: parse_url reads digits after the colon as a port.
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0 && matches!(rest.get(digits), None | Some(b'/')) {
+        return rest.get(digits..).unwrap_or_default();
+    }
+    rest
+}
+
+/// Everything before the first `?` or `#`.
+fn cut_query(raw: &[u8]) -> &[u8] {
+    match raw.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(i) => raw.get(..i).unwrap_or(raw),
+        None => raw,
+    }
+}
+
+/// The path as Laravel matches it, without its leading `/`: Symfony's path info (front
+/// controller cut off), trailing slashes trimmed, then decoded once.
+fn laravel_path(raw: &[u8]) -> Cow<'_, [u8]> {
+    // Symfony prefixes a `/` to a request URI that lacks one.
+    let body = raw.strip_prefix(b"/").unwrap_or(raw);
+    // `/index.php` counts as the front controller when it *decodes* to it, and is cut off even
+    // when no `/` follows (`/index.phpapi/...` routes as `/api/...`).
+    let after = match strip_encoded_prefix(body, FRONT_CONTROLLER) {
+        Some(rest) => rest.strip_prefix(b"/").unwrap_or(rest),
+        None => body,
+    };
+    let keep = after.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let trimmed = after.get(..keep).unwrap_or_default();
+    raw_url_decode(trimmed)
+}
+
+/// If `s` decodes (escape by escape) to something starting with `prefix`, the rest of `s`.
+fn strip_encoded_prefix<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let mut rest = s;
+    for &want in prefix {
+        let (got, len) = decode_one(rest)?;
+        if got != want {
+            return None;
+        }
+        rest = rest.get(len..)?;
+    }
+    Some(rest)
+}
+
+/// The first byte of `s` as decoded, and how many raw bytes it took.
+fn decode_one(s: &[u8]) -> Option<(u8, usize)> {
+    let (&first, rest) = s.split_first()?;
+    if first == b'%' {
+        if let [h, l, ..] = rest {
+            if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
+                return Some((h << 4 | l, 3));
+            }
+        }
+    }
+    Some((first, 1))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// PHP's `rawurldecode`: `%XX` decoded, anything else (a bad escape, `+`) kept as it is.
+fn raw_url_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s;
+    while let Some((b, len)) = decode_one(rest) {
+        out.push(b);
+        rest = rest.get(len..).unwrap_or_default();
+    }
+    Cow::Owned(out)
+}
+
+/// True when normalising `raw` would not change its segments: no escape, no `\`, no empty or
+/// dot segment, and no front controller in front.
+fn is_clean(raw: &[u8]) -> bool {
+    let Some(body) = raw.strip_prefix(b"/") else {
+        return false;
+    };
+    if body.is_empty() {
+        return true;
+    }
+    if body.len() >= FRONT_CONTROLLER.len()
+        && body
+            .get(..FRONT_CONTROLLER.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(FRONT_CONTROLLER))
+    {
+        return false;
+    }
+    body.split(|&b| b == b'/').all(|seg| {
+        !seg.is_empty()
+            && seg != b"."
+            && seg != b".."
+            && !seg.iter().any(|&b| b == b'%' || b == b'\\')
+    })
+}
+
+/// The normalised spelling, without its leading `/`: decoded once, split on `/` and `\`, empty
+/// and `.` segments dropped, `..` resolved, then every leading `index.php` cut off.
+fn normalised_path(raw: &[u8]) -> Vec<u8> {
+    let decoded = raw_url_decode(raw);
+    let mut out: Vec<u8> = Vec::with_capacity(decoded.len());
+    // Where each kept segment began (its separator included), so `..` can drop it.
+    let mut starts: Vec<usize> = Vec::new();
+    for seg in decoded.split(|&b| b == b'/' || b == b'\\') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if let Some(start) = starts.pop() {
+                    out.truncate(start);
+                }
+            }
+            _ => {
+                starts.push(out.len());
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(seg);
+            }
+        }
+    }
+    // A front controller may be repeated, or glued to the next segment (`index.phpapi`).
+    let mut cut = 0;
+    while let Some(rest) = out.get(cut..) {
+        let Some(head) = rest.get(..FRONT_CONTROLLER.len()) else {
+            break;
+        };
+        if !head.eq_ignore_ascii_case(FRONT_CONTROLLER) {
+            break;
+        }
+        cut += FRONT_CONTROLLER.len();
+        if out.get(cut) == Some(&b'/') {
+            cut += 1;
+        }
+    }
+    out.drain(..cut.min(out.len()));
+    out
+}
+
+/// Percent-encodes a decoded path piece so that decoding gives it back and no byte in it reads
+/// as a separator, query, fragment or escape. `keep_slash` leaves `/` as a separator.
+fn encode_into(out: &mut String, bytes: &[u8], keep_slash: bool) {
+    for &b in bytes {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            )
+            || (keep_slash && b == b'/');
+        if plain {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Compiles one path pattern into segments.
+fn compile_pattern(pattern: &str) -> Result<Box<[Seg]>, PatternError> {
+    let owned = || pattern.to_owned();
+    let Some(body) = pattern.strip_prefix('/') else {
+        return Err(PatternError::NotAbsolute { pattern: owned() });
+    };
+    if let Some(ch) = pattern
+        .chars()
+        .find(|c| matches!(c, '?' | '#' | '%' | '\\'))
+    {
+        return Err(PatternError::BadCharacter {
+            pattern: owned(),
+            ch,
+        });
+    }
+    if body.is_empty() {
+        // `/`: the root, which Laravel sees as one empty segment.
+        return Ok(Box::new([Seg::Lit(Box::default())]));
+    }
+    if body
+        .get(..FRONT_CONTROLLER.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case("index.php"))
+    {
+        return Err(PatternError::FrontController { pattern: owned() });
+    }
+    let parts: Vec<&str> = body.split('/').collect();
+    let mut segs = Vec::with_capacity(parts.len());
+    let mut has_token = false;
+    for (i, part) in parts.iter().enumerate() {
+        let seg = match *part {
+            "" => return Err(PatternError::EmptySegment { pattern: owned() }),
+            "." | ".." => {
+                return Err(PatternError::DotSegment {
+                    pattern: owned(),
+                    segment: (*part).to_owned(),
+                })
+            }
+            "{token}" => {
+                if has_token {
+                    return Err(PatternError::SecondToken { pattern: owned() });
+                }
+                has_token = true;
+                Seg::Token
+            }
+            "*" => Seg::Star,
+            "**" => {
+                if i + 1 != parts.len() {
+                    return Err(PatternError::RestNotLast { pattern: owned() });
+                }
+                Seg::Rest
+            }
+            p if p.starts_with('{') && p.ends_with('}') => {
+                return Err(PatternError::UnknownPlaceholder {
+                    pattern: owned(),
+                    segment: p.to_owned(),
+                })
+            }
+            p if p.contains(['{', '}', '*']) => {
+                return Err(PatternError::MixedSegment {
+                    pattern: owned(),
+                    segment: p.to_owned(),
+                })
+            }
+            p => Seg::Lit(p.as_bytes().into()),
+        };
+        segs.push(seg);
+    }
+    Ok(segs.into_boxed_slice())
+}
+
+/// The four route classes of the shipped configuration (SPEC section 2), for config defaults
+/// and tests.
 #[doc(hidden)]
-/// Defaults.
 pub fn default_specs() -> Vec<RouteSpec> {
-    let r = |n: &str, m: Option<Vec<http::Method>>, p: &[&str]| RouteSpec {
-        name: n.into(),
-        methods: m,
-        paths: p.iter().map(|s| s.to_string()).collect(),
+    let spec = |name: &str, methods: Option<Vec<Method>>, paths: &[&str]| RouteSpec {
+        name: name.to_owned(),
+        methods,
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
     };
     vec![
-        r(
+        spec(
             "gallery_download",
             None,
             &[
@@ -126,20 +785,20 @@ pub fn default_specs() -> Vec<RouteSpec> {
                 "/gallery/{token}/download",
             ],
         ),
-        r(
+        spec(
             "upload",
-            Some(vec![http::Method::POST, http::Method::PUT]),
+            Some(vec![Method::POST, Method::PUT]),
             &[
                 "/api/v1/events/{token}/upload",
                 "/api/v1/events/{token}/photos",
             ],
         ),
-        r(
+        spec(
             "events",
             None,
             &["/api/v1/events/{token}", "/api/v1/events/{token}/**"],
         ),
-        r(
+        spec(
             "gallery",
             None,
             &[
@@ -150,4 +809,391 @@ pub fn default_specs() -> Vec<RouteSpec> {
             ],
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::new(&default_specs()).expect("the default routes compile")
+    }
+
+    /// The class name and token the default table gives `target` for `method`.
+    fn class_of(method: &str, target: &str) -> (Option<String>, Option<String>) {
+        let t = table();
+        let m = Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let c = t.classify_target(&m, target.as_bytes());
+        (
+            c.class.map(|i| t.names()[usize::from(i)].clone()),
+            c.token.map(String::from),
+        )
+    }
+
+    fn is(class: &str, token: &str) -> (Option<String>, Option<String>) {
+        (Some(class.to_owned()), Some(token.to_owned()))
+    }
+
+    fn none() -> (Option<String>, Option<String>) {
+        (None, None)
+    }
+
+    #[test]
+    fn default_routes_classify_their_own_paths() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/abc123"),
+            is("events", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/events/abc123/photos"),
+            is("events", "abc123")
+        );
+        assert_eq!(
+            class_of("POST", "/api/v1/events/abc123/photos"),
+            is("upload", "abc123")
+        );
+        assert_eq!(
+            class_of("PUT", "/api/v1/events/abc123/upload"),
+            is("upload", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/abc123"),
+            is("gallery", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/abc123/download"),
+            is("gallery_download", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/api/v1/events/abc123/photos/7/download"),
+            is("gallery_download", "abc123")
+        );
+        assert_eq!(
+            class_of("GET", "/gallery/abc123/x/y"),
+            is("gallery", "abc123")
+        );
+    }
+
+    #[test]
+    fn the_first_matching_route_wins() {
+        // `/api/v1/gallery/{token}/**` would match too, but gallery_download comes first.
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/photos/9/download"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn sibling_paths_are_not_guest_routes() {
+        assert_eq!(class_of("GET", "/api/v1/events"), none());
+        assert_eq!(class_of("GET", "/api/v1/eventsX/T"), none());
+        assert_eq!(class_of("GET", "/api/v2/events/T"), none());
+        assert_eq!(class_of("GET", "/api/v1/users/5"), none());
+        assert_eq!(class_of("GET", "/"), none());
+        assert_eq!(class_of("GET", "*"), none());
+    }
+
+    #[test]
+    fn methods_limit_a_route_and_head_follows_get() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/T/upload"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("PATCH", "/api/v1/events/T/upload"),
+            is("events", "T")
+        );
+        let specs = vec![RouteSpec {
+            name: "read".into(),
+            methods: Some(vec![Method::GET]),
+            paths: vec!["/r/{token}".into()],
+        }];
+        let t = RouteTable::new(&specs).unwrap();
+        assert_eq!(t.classify(&Method::HEAD, "/r/x").class, Some(0));
+        assert_eq!(t.classify(&Method::POST, "/r/x").class, None);
+    }
+
+    #[test]
+    fn lowercase_methods_match_like_symfony_upper_cases_them() {
+        assert_eq!(
+            class_of("post", "/api/v1/events/T/photos"),
+            is("upload", "T")
+        );
+    }
+
+    #[test]
+    fn percent_encoded_slash_is_a_separator() {
+        assert_eq!(class_of("GET", "/api/v1/events%2FT"), is("events", "T"));
+        assert_eq!(
+            class_of("GET", "/api%2fv1%2Fgallery%2FT%2Fdownload"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn token_is_decoded_exactly_once() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/a%2541"),
+            is("events", "a%41")
+        );
+        assert_eq!(class_of("GET", "/api/v1/events/a%20b"), is("events", "a b"));
+    }
+
+    #[test]
+    fn invalid_escapes_and_plus_stay_literal() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/a%zz%4"),
+            is("events", "a%zz%4")
+        );
+        assert_eq!(class_of("GET", "/api/v1/events/a+b"), is("events", "a+b"));
+    }
+
+    #[test]
+    fn index_php_front_controller_is_stripped() {
+        assert_eq!(
+            class_of("GET", "/index.php/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/%69ndex%2Ephp/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/index.php/index.php/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/INDEX.PHP/api/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn index_php_glued_to_the_path_is_still_the_front_controller() {
+        // Symfony cuts the base URL `/index.php` even when no `/` follows it.
+        assert_eq!(
+            class_of("GET", "/index.phpapi/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn trailing_slashes_are_ignored() {
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/download///"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn an_encoded_trailing_slash_counts_like_laravel_counts_it() {
+        // Laravel trims before decoding, so `download/` is the rest of `gallery/{token}/{any}`.
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/download%2F"),
+            is("gallery", "T")
+        );
+    }
+
+    #[test]
+    fn query_and_fragment_are_not_part_of_the_path() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/T?x=/download#y"),
+            is("events", "T")
+        );
+        assert_eq!(class_of("GET", "/api/v1/events/T#/../x"), is("events", "T"));
+    }
+
+    #[test]
+    fn absolute_form_is_judged_by_its_path() {
+        assert_eq!(
+            class_of("GET", "http://example.org/api/v1/events/T?q"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "https://u@h:8443/gallery/T"),
+            is("gallery", "T")
+        );
+        assert_eq!(class_of("GET", "http:/api/v1/events/T"), is("events", "T"));
+        assert_eq!(class_of("GET", "http://h"), none());
+    }
+
+    #[test]
+    fn repeated_slashes_cannot_dodge_a_guest_route() {
+        assert_eq!(class_of("GET", "//api//v1///events/T"), is("events", "T"));
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery//T//download"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn dot_segments_cannot_dodge_a_guest_route() {
+        assert_eq!(
+            class_of("GET", "/api/v1/x/../gallery/T"),
+            is("gallery", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/./api/v1/%2E%2E/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn dot_segments_laravel_routes_keep_laravels_token() {
+        // Laravel routes this itself, binding `..` as the token: that answer comes first.
+        assert_eq!(
+            class_of("GET", "/api/v1/events/../events/T"),
+            is("events", "..")
+        );
+    }
+
+    #[test]
+    fn case_cannot_dodge_a_guest_route() {
+        assert_eq!(class_of("GET", "/API/V1/Events/T"), is("events", "T"));
+        assert_eq!(
+            class_of("GET", "/api/v1/Gallery/T/DOWNLOAD"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn case_is_matched_exactly_first_like_laravel() {
+        // Laravel routes this to gallery (`DOWNLOAD` is the rest), so the shield does too.
+        assert_eq!(
+            class_of("GET", "/api/v1/gallery/T/DOWNLOAD"),
+            is("gallery", "T")
+        );
+    }
+
+    #[test]
+    fn backslashes_are_separators_when_nothing_else_matches() {
+        assert_eq!(class_of("GET", "/api\\v1\\events\\T"), is("events", "T"));
+    }
+
+    #[test]
+    fn tokens_keep_their_case() {
+        assert_eq!(class_of("GET", "/API/v1/events/AbC"), is("events", "AbC"));
+    }
+
+    #[test]
+    fn invalid_utf8_tokens_are_kept_lossily() {
+        assert_eq!(
+            class_of("GET", "/api/v1/events/a%FF"),
+            is("events", "a\u{FFFD}")
+        );
+    }
+
+    #[test]
+    fn rest_matches_one_or_more_segments() {
+        let specs = vec![RouteSpec {
+            name: "all".into(),
+            methods: None,
+            paths: vec!["/x/**".into()],
+        }];
+        let t = RouteTable::new(&specs).unwrap();
+        assert_eq!(t.classify(&Method::GET, "/x").class, None);
+        assert_eq!(t.classify(&Method::GET, "/x/").class, None);
+        assert_eq!(t.classify(&Method::GET, "/x/a/b").class, Some(0));
+        // Laravel's `.*` matches the empty rest after an encoded slash.
+        assert_eq!(t.classify(&Method::GET, "/x%2F").class, Some(0));
+    }
+
+    #[test]
+    fn a_clean_path_is_matched_in_place() {
+        assert!(is_clean(b"/api/v1/events/T"));
+        assert!(is_clean(b"/"));
+        assert!(!is_clean(b"/api/v1/events/T/"));
+        assert!(!is_clean(b"/api//v1"));
+        assert!(!is_clean(b"/api/./v1"));
+        assert!(!is_clean(b"/a%41"));
+        assert!(!is_clean(b"/Index.php/a"));
+        assert!(matches!(
+            laravel_path(b"/api/v1/events/T"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn canonical_path_classifies_the_same() {
+        let t = table();
+        for target in [
+            "/api/v1/gallery/T/download%2F",
+            "//API/v1/gallery/T/DOWNLOAD",
+            "/index.php/x/../api/v1/events/a%2541/%3F",
+            "http://h/gallery/T%20x",
+        ] {
+            let canonical = t.canonical_path(&Method::GET, target.as_bytes()).unwrap();
+            assert_eq!(
+                t.classify_target(&Method::GET, canonical.as_bytes()),
+                t.classify_target(&Method::GET, target.as_bytes()),
+                "{target} -> {canonical}"
+            );
+        }
+        assert_eq!(
+            t.canonical_path(&Method::GET, b"//API/v1/gallery/T/DOWNLOAD")
+                .as_deref(),
+            Some("/api/v1/gallery/T/download")
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_all_reported_with_their_place() {
+        let specs = vec![
+            RouteSpec {
+                name: "a".into(),
+                methods: Some(vec![]),
+                paths: vec![
+                    "api/x".into(),
+                    "/a//b".into(),
+                    "/a/**/b".into(),
+                    "/a/{token}/{token}".into(),
+                    "/a/{id}".into(),
+                    "/a/x*".into(),
+                    "/a/../b".into(),
+                    "/a?b".into(),
+                    "/index.php/a".into(),
+                    "/a/".into(),
+                ],
+            },
+            RouteSpec {
+                name: "b".into(),
+                methods: None,
+                paths: vec![],
+            },
+        ];
+        let errors = RouteTable::new(&specs).unwrap_err();
+        let places: Vec<(usize, usize)> = errors.iter().map(|(r, p, _)| (*r, *p)).collect();
+        assert_eq!(
+            places,
+            vec![
+                (0, 0),
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (0, 3),
+                (0, 4),
+                (0, 5),
+                (0, 6),
+                (0, 7),
+                (0, 8),
+                (0, 9),
+                (1, 0)
+            ]
+        );
+        assert!(matches!(errors[0].2, PatternError::NoMethods { .. }));
+        assert!(matches!(errors[3].2, PatternError::RestNotLast { .. }));
+        let message = errors[1].2.to_string();
+        assert!(
+            message.contains("\"api/x\"") && message.contains("\"/api/x\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_messages_are_lowercase_and_name_the_pattern() {
+        let e = compile_pattern("/a/{id}").unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("path \"/a/{id}\""), "{m}");
+        assert!(m.contains("use *"), "{m}");
+    }
 }
