@@ -1,1 +1,2 @@
 //! joinshield
+pub mod log;
