@@ -26,7 +26,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Offset, Timelike, Utc};
 use chrono_tz::Tz;
 
 use super::{Format, LogConfig, Record, Value};
@@ -46,6 +46,7 @@ pub struct Formatter {
     // second, and the zone lookup is the dearest part of a line.
     cached_second: i64,
     cached_text: [u8; 19],
+    cached_offset: [u8; 6],
 }
 
 impl Formatter {
@@ -57,6 +58,7 @@ impl Formatter {
             timezone,
             cached_second: i64::MIN,
             cached_text: [b'0'; 19],
+            cached_offset: *b"+00:00",
         }
     }
 
@@ -100,10 +102,15 @@ impl Formatter {
     }
 
     fn write_json(&mut self, out: &mut Vec<u8>, record: &Record, at: DateTime<Utc>) {
-        let local = at.with_timezone(&self.timezone);
         out.extend_from_slice(b"{\"datetime\":\"");
-        let text = local.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string();
-        out.extend_from_slice(text.as_bytes());
+        let mut stamp = self.local_stamp(at);
+        stamp[10] = b'T';
+        out.extend_from_slice(&stamp);
+        // Microseconds as Monolog's JSON dates have them; a leap second's excess is cut.
+        let mut micros = [b'.', 0, 0, 0, 0, 0, 0];
+        put_digits(&mut micros[1..], at.timestamp_subsec_micros().min(999_999));
+        out.extend_from_slice(&micros);
+        out.extend_from_slice(&self.cached_offset);
         out.extend_from_slice(b"\",\"channel\":");
         write_str(out, &self.channel);
         out.extend_from_slice(b",\"level\":\"");
@@ -131,8 +138,17 @@ impl Formatter {
             put_digits(&mut text[14..16], local.minute());
             text[16] = b':';
             put_digits(&mut text[17..19], local.second());
+            let offset = local.offset().fix().local_minus_utc();
+            let mut zone = [b'+', 0, 0, b':', 0, 0];
+            if offset < 0 {
+                zone[0] = b'-';
+            }
+            let minutes = offset.unsigned_abs() / 60;
+            put_digits(&mut zone[1..3], minutes / 60);
+            put_digits(&mut zone[4..6], minutes % 60);
             self.cached_second = second;
             self.cached_text = text;
+            self.cached_offset = zone;
         }
         self.cached_text
     }
@@ -172,8 +188,8 @@ fn write_value(out: &mut Vec<u8>, value: &Value, depth: usize) {
     }
     match value {
         Value::Str(s) => write_str(out, s),
-        Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::UInt(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Int(n) => write_int(out, *n < 0, n.unsigned_abs()),
+        Value::UInt(n) => write_int(out, false, *n),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Null => out.extend_from_slice(b"null"),
@@ -211,6 +227,21 @@ fn write_over_items(out: &mut Vec<u8>, total: usize) {
     write_str(out, &text);
 }
 
+/// Bytes that may start an escape: `"`, `\\`, the C0 controls, and 0xE2 (the lead byte of
+/// U+2028 and U+2029). Everything else is copied in runs.
+static MAY_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0xe2] = true;
+    table
+};
+
 /// Writes `s` as a JSON string exactly as PHP's `json_encode` does with Monolog's flags.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -221,45 +252,60 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let escape: Option<[u8; 6]> = match b {
-            b'"' | b'\\' | 0x00..=0x1f => Some(match b {
-                b'"' => *b"\\\"    ",
-                b'\\' => *b"\\\\    ",
-                0x08 => *b"\\b    ",
-                0x0c => *b"\\f    ",
-                b'\n' => *b"\\n    ",
-                b'\r' => *b"\\r    ",
-                b'\t' => *b"\\t    ",
-                _ => [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ],
-            }),
+        if !MAY_ESCAPE[usize::from(b)] {
+            i += 1;
+            continue;
+        }
+        let (escape, len, width): ([u8; 6], usize, usize) = match b {
+            b'"' => (*b"\\\"    ", 2, 1),
+            b'\\' => (*b"\\\\    ", 2, 1),
+            0x08 => (*b"\\b    ", 2, 1),
+            0x0c => (*b"\\f    ", 2, 1),
+            b'\n' => (*b"\\n    ", 2, 1),
+            b'\r' => (*b"\\r    ", 2, 1),
+            b'\t' => (*b"\\t    ", 2, 1),
+            0x00..=0x1f => {
+                let hi = HEX[usize::from(b >> 4)];
+                let lo = HEX[usize::from(b & 0xf)];
+                ([b'\\', b'u', b'0', b'0', hi, lo], 6, 1)
+            }
             // U+2028 and U+2029 (E2 80 A8/A9): PHP escapes them unless told not to.
-            0xe2 if bytes.get(i + 1) == Some(&0x80)
+            _ if bytes.get(i + 1) == Some(&0x80)
                 && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)) =>
             {
                 let last = if bytes[i + 2] == 0xa8 { b'8' } else { b'9' };
-                Some([b'\\', b'u', b'2', b'0', b'2', last])
+                ([b'\\', b'u', b'2', b'0', b'2', last], 6, 3)
             }
-            _ => None,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
-        if let Some(esc) = escape {
-            out.extend_from_slice(&bytes[clean_from..i]);
-            let len = if esc[1] == b'u' { 6 } else { 2 };
-            out.extend_from_slice(&esc[..len]);
-            i += if b == 0xe2 { 3 } else { 1 };
-            clean_from = i;
-        } else {
-            i += 1;
-        }
+        out.extend_from_slice(&bytes[clean_from..i]);
+        out.extend_from_slice(&escape[..len]);
+        i += width;
+        clean_from = i;
     }
     out.extend_from_slice(&bytes[clean_from..]);
     out.push(b'"');
+}
+
+/// Writes an integer's decimal digits without allocating.
+fn write_int(out: &mut Vec<u8>, negative: bool, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// `bytes` as UTF-8, each invalid sequence replaced with U+FFFD the way PHP's
@@ -467,6 +513,21 @@ mod tests {
             "{\"datetime\":\"2026-11-27T17:44:15.000000+00:00\",\"channel\":\"production\",\
              \"level\":\"WARNING\",\"message\":\"Join token access denied\",\
              \"context\":{\"reason\":\"ip_blocked\",\"n\":3}}\n"
+        );
+        let mut ny = Formatter::new(Format::Json, "p", chrono_tz::America::New_York);
+        let line = ny.line(
+            &Record::new(Level::Info, "m"),
+            at() + chrono::Duration::microseconds(1234),
+        );
+        assert!(
+            line.starts_with("{\"datetime\":\"2026-11-27T12:44:15.001234-05:00\""),
+            "{line}"
+        );
+        let mut kolkata = Formatter::new(Format::Json, "p", chrono_tz::Asia::Kolkata);
+        let line = kolkata.line(&Record::new(Level::Info, "m"), at());
+        assert!(
+            line.starts_with("{\"datetime\":\"2026-11-27T23:14:15.000000+05:30\""),
+            "{line}"
         );
         let empty = f.line(&Record::new(Level::Info, "m"), at());
         assert!(empty.ends_with("\"context\":{}}\n"));

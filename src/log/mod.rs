@@ -260,6 +260,10 @@ pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
     if token.is_empty() {
         return path.to_owned();
     }
+    if !path.contains('%') {
+        // The common case: no escapes, a plain substring replacement.
+        return path.replace(token, &token_preview(token, keep));
+    }
     let raw = path.as_bytes();
     // Decode once, remembering where each decoded byte came from in the raw path.
     let mut decoded: Vec<(u8, usize, usize)> = Vec::with_capacity(raw.len());
