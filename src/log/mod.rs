@@ -3,7 +3,7 @@
 //! A [`Record`] is a level, a fixed message and an ordered context. A [`LogHandle`] hands it to
 //! one writer thread through a bounded queue and never waits: when the queue is full the record
 //! is dropped and counted, and the writer later says how many it lost. The writer formats each
-//! record as Laravel's default channel would ([`Format::Laravel`], see [`format`]) or as one JSON
+//! record as Laravel's default channel would ([`Format::Laravel`], see [`mod@format`]) or as one JSON
 //! object a line ([`Format::Json`]).
 //!
 //! Under a flood, [`LogHandle::log_folded`] folds the repeats of one key (the caller's hash of
