@@ -251,7 +251,12 @@ fn skip_or_fail(why: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("php-cli/php-monolog are required in CI: {why}");
     }
-    eprintln!("SKIPPED: php-cli/php-monolog not installed ({why})");
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: php-cli/php-monolog not installed ({})",
+        why.trim()
+    );
 }
 
 /// Runs the PHP formatter over `input`; None when PHP or Monolog is missing.
