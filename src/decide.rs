@@ -17,6 +17,8 @@ pub struct Facts<'a> {
     pub token: Option<&'a str>,
     /// The client's key (IPv4 address or IPv6 network).
     pub client: ClientKey,
+    /// Its limiter hash (computed once per request).
+    pub client_hash: u64,
     /// Unix seconds now (for temporary rules).
     pub now_unix: i64,
 }

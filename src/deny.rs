@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::limits::Exceeded;
+use crate::log::{Level, LogHandle, Record, Value};
 
 /// Why the shield answered instead of the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,4 +203,90 @@ mod tests {
         json_string(&mut s, "a\"b\\c\n\u{1}\u{2028}é");
         assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u2028é\"");
     }
+}
+
+/// What a denial's log line says about the request.
+pub struct Seen<'a> {
+    /// The client IP the shield decided on.
+    pub ip: std::net::IpAddr,
+    /// The limiter key of the client (for folding repeats).
+    pub client_key: u64,
+    /// The route class name, on a guest route.
+    pub route: Option<&'a str>,
+    /// The join token, on a guest route.
+    pub token: Option<&'a str>,
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The raw request path (no query: it may carry signatures).
+    pub path: &'a str,
+    /// The request id.
+    pub request_id: &'a HeaderValue,
+}
+
+/// Paths longer than this are cut in log lines (after the token is redacted).
+const MAX_LOGGED_PATH: usize = 512;
+
+/// Logs a denial, folding repeats of one client and reason into one line per 10 s. `shadow`
+/// marks a shadow limit's would-be denial (the request went through).
+pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>, shadow: bool) {
+    let limit = match denial {
+        Denial::RateLimited(e) => Some(e.name.clone()),
+        _ => None,
+    };
+    let fold_key = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = crate::limits::hash_keys().build_hasher();
+        h.write_u64(seen.client_key);
+        h.write(denial.code().as_bytes());
+        h.write_u8(u8::from(shadow));
+        if let Some(l) = &limit {
+            h.write(l.as_bytes());
+        }
+        h.finish()
+    };
+    log.log_folded(fold_key, std::time::Instant::now(), || {
+        let guest = seen.route.is_some();
+        let message = if guest {
+            "Join token access denied"
+        } else {
+            "Access denied"
+        };
+        let mut r = Record::new(Level::Warning, message)
+            .with("reason", denial.code())
+            .with("ip", seen.ip.to_string());
+        if let Some(token) = seen.token {
+            r = r.with("token", Value::token(token, keep));
+        }
+        if let Some(route) = seen.route {
+            r = r.with("route", route);
+        }
+        let mut path = match seen.token {
+            Some(t) => crate::log::redact_path(seen.path, t, keep),
+            None => seen.path.to_string(),
+        };
+        if path.len() > MAX_LOGGED_PATH {
+            let mut cut = MAX_LOGGED_PATH;
+            while !path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            path.truncate(cut);
+            path.push_str("...");
+        }
+        r = r
+            .with("method", Value::request(seen.method.as_str()))
+            .with("path", Value::request(&path));
+        if let Some(l) = &limit {
+            r = r.with("limit", &**l);
+        }
+        if shadow {
+            r = r.with("mode", "shadow");
+        }
+        if let Some(d) = denial.retry_after() {
+            r = r.with("retry_after", retry_after_secs(d));
+        }
+        r.with(
+            "request_id",
+            Value::request_bytes(seen.request_id.as_bytes()),
+        )
+    });
 }

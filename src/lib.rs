@@ -37,6 +37,9 @@ pub enum StartError {
     /// The configuration could not be built into a snapshot.
     #[error("{0}")]
     Build(#[from] snapshot::BuildError),
+    /// The log could not be opened.
+    #[error("{0}")]
+    Log(#[from] log::LogError),
 }
 
 /// A running shield: its bound addresses, and the handle to stop it.
@@ -47,24 +50,34 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Shared state (for tests and the admin API).
     pub shared: Arc<Shared>,
+    log: log::LogSink,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, and returns.
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, and returns
+    /// once everything logged is written.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.wait().await;
     }
 
-    /// Waits until the guest listener has stopped (after [`Running::stop_handle`] was used).
+    /// Waits until the shield has stopped (after [`Running::stop_handle`] was used).
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        let log = self.log;
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+
+    /// Waits until every log record queued so far is written (for tests and operators).
+    pub async fn flush_log(&self) {
+        let handle = self.shared.log.clone();
+        // The fold sweep writes summaries of ended windows; then the queue is flushed.
+        handle.sweep_folds(std::time::Instant::now());
+        let _ = tokio::task::spawn_blocking(move || handle.flush_blocking()).await;
     }
 
     /// A sender that stops the shield when `true` is sent.
@@ -80,8 +93,9 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let admin_listener = server::bind(config.admin.listen).await?;
     let addr = guest.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let log = log::LogSink::start(&config.log)?;
     let snapshot = Snapshot::build(Arc::new(loaded), 1, None)?;
-    let shared = Arc::new(Shared::new(snapshot));
+    let shared = Arc::new(Shared::new(snapshot, log.handle()));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(server::serve(guest, shared.clone(), false, stopped.clone())),
@@ -93,10 +107,13 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
         tokio::spawn(janitor(shared.clone(), stopped)),
     ];
+    // The sweeper ends with the runtime; it only writes summaries of ended fold windows.
+    drop(log.handle().spawn_fold_sweeper());
     Ok(Running {
         addr,
         admin_addr,
         shared,
+        log,
         stop,
         tasks,
     })

@@ -59,8 +59,8 @@ pub enum Mode {
     Shadow,
 }
 
-/// The per-process key for hashing limiter keys.
-fn hash_keys() -> &'static std::collections::hash_map::RandomState {
+/// The per-process key for hashing limiter keys (and other keys an attacker must not predict).
+pub(crate) fn hash_keys() -> &'static std::collections::hash_map::RandomState {
     static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     KEYS.get_or_init(std::collections::hash_map::RandomState::new)
 }

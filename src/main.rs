@@ -179,6 +179,8 @@ async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let running = joinshield::start(loaded).await?;
+    joinshield::log::install_sigusr1_reopen(running.shared.log.clone())
+        .context("cannot watch SIGUSR1")?;
     eprintln!(
         "joinshield: serving guests on http://{}, admin on http://{}",
         running.addr, running.admin_addr
@@ -188,20 +190,10 @@ async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
     }
     loop {
         tokio::select! {
-            _ = hup.recv() => match joinshield::reload::reload(&running.shared) {
-                joinshield::reload::Outcome::Applied { version, changes, warnings } => {
-                    eprintln!("joinshield: configuration reloaded, version {version}: {}", changes.join("; "));
-                    for w in warnings {
-                        eprintln!("joinshield: warning: {w}");
-                    }
-                }
-                joinshield::reload::Outcome::Rejected { errors, kept } => {
-                    eprintln!("joinshield: configuration rejected, version {kept} keeps serving:");
-                    for e in errors {
-                        eprintln!("  {e}");
-                    }
-                }
-            },
+            _ = hup.recv() => {
+                // The outcome is in the log (NOTICE or ERROR line).
+                joinshield::reload::reload_logged(&running.shared);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{self, ConfigError};
+use crate::log::{Level, Record, Value};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 
@@ -139,4 +140,51 @@ fn limit_changes(
         }
     }
     out
+}
+
+/// Reloads and writes the outcome to the log: NOTICE `Shield configuration reloaded` with the
+/// version, sha256 and what changed, or ERROR `Shield configuration rejected` with every error
+/// and the version kept. Warnings (e.g. listen addresses) are WARNING lines.
+pub fn reload_logged(shared: &Shared) -> Outcome {
+    let outcome = reload(shared);
+    match &outcome {
+        Outcome::Applied {
+            version,
+            changes,
+            warnings,
+        } => {
+            let sha = shared.snapshot.load().loaded.sha256.clone();
+            let changes = if changes.is_empty() {
+                vec!["no effective change".to_string()]
+            } else {
+                changes.clone()
+            };
+            shared.log.log(
+                Record::new(Level::Notice, "Shield configuration reloaded")
+                    .with("version", *version)
+                    .with("sha256", sha)
+                    .with(
+                        "changes",
+                        Value::List(changes.into_iter().map(Value::from).collect()),
+                    ),
+            );
+            for w in warnings {
+                shared.log.log(
+                    Record::new(Level::Warning, "Shield configuration warning")
+                        .with("warning", w.as_str()),
+                );
+            }
+        }
+        Outcome::Rejected { errors, kept } => {
+            shared.log.log(
+                Record::new(Level::Error, "Shield configuration rejected")
+                    .with(
+                        "errors",
+                        Value::List(errors.iter().map(|e| Value::from(e.to_string())).collect()),
+                    )
+                    .with("version", *kept),
+            );
+        }
+    }
+    outcome
 }

@@ -24,8 +24,10 @@ use tokio::sync::watch;
 
 use crate::client_ip::{client_ip, ClientKey};
 use crate::decide::{decide, Facts};
-use crate::deny::{self, Denial};
+use crate::deny::{self, Denial, Seen};
 use crate::forward::{self, ForwardInfo, RequestIds, Upstream, X_REQUEST_ID};
+use crate::limits;
+use crate::log::LogHandle;
 use crate::snapshot::Snapshot;
 
 /// The body of every answer: the app's, streamed, or one the shield wrote.
@@ -44,11 +46,13 @@ pub struct Shared {
     pub request_ids: RequestIds,
     /// Unix milliseconds of the last time the app answered or accepted a connection.
     pub upstream_ok_at: AtomicI64,
+    /// The log (never blocks).
+    pub log: LogHandle,
 }
 
 impl Shared {
     /// Shared state around a first snapshot.
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(snapshot: Snapshot, log: LogHandle) -> Self {
         let connect = snapshot
             .loaded
             .config
@@ -60,6 +64,7 @@ impl Shared {
             upstream: Upstream::new(connect),
             request_ids: RequestIds::default(),
             upstream_ok_at: AtomicI64::new(0),
+            log,
         }
     }
 
@@ -96,20 +101,44 @@ pub async fn handle(
     );
     let request_id = shared.request_ids.pick(headers.get(X_REQUEST_ID));
 
-    if let Some(denial) = check_framing(&req, snap.loaded.config.server.max_body) {
-        return Ok(answer(&denial, &request_id, has_body(&req)));
-    }
     let classified = snap.routes.classify(req.method(), req.uri().path());
-    let facts = Facts {
-        class: classified.class,
+    let client_key = ClientKey::new(client, snap.loaded.config.client.ipv6_prefix);
+    let seen = Seen {
+        ip: client,
+        client_key: limits::client_key_hash(client_key),
+        route: classified
+            .class
+            .and_then(|c| snap.routes.names().get(usize::from(c)))
+            .map(String::as_str),
         token: classified.token.as_deref(),
-        client: ClientKey::new(client, snap.loaded.config.client.ipv6_prefix),
-        now_unix: chrono::Utc::now().timestamp(),
+        method: req.method(),
+        path: req.uri().path(),
+        request_id: &request_id,
     };
-    let mut shadowed = Vec::new();
-    if let Some(denial) = decide(&snap, &facts, &mut shadowed) {
+    let keep = snap.loaded.config.log.token_preview;
+    let verdict = match check_framing(&req, snap.loaded.config.server.max_body) {
+        Some(denial) => Some(denial),
+        None => {
+            let facts = Facts {
+                class: classified.class,
+                token: seen.token,
+                client: client_key,
+                client_hash: seen.client_key,
+                now_unix: chrono::Utc::now().timestamp(),
+            };
+            let mut shadowed = Vec::new();
+            let verdict = decide(&snap, &facts, &mut shadowed);
+            for hit in shadowed {
+                deny::log_denial(&shared.log, keep, &Denial::RateLimited(hit), &seen, true);
+            }
+            verdict
+        }
+    };
+    if let Some(denial) = verdict {
+        deny::log_denial(&shared.log, keep, &denial, &seen, false);
         return Ok(answer(&denial, &request_id, has_body(&req)));
     }
+    let client_hash = seen.client_key;
 
     let server = &snap.loaded.config.server;
     let upstream_uri = server.upstream.uri.clone();
@@ -117,6 +146,10 @@ pub async fn handle(
     let limit = usize::try_from(server.max_body).unwrap_or(usize::MAX);
     drop(snap);
 
+    // The failure log line needs these after the request is gone; both clones are cheap
+    // (a standard method is a tag, a URI shares its bytes).
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let (parts, body) = req.into_parts();
     let mut up = Request::from_parts(parts, Limited::new(body, limit));
     forward::prepare(
@@ -134,7 +167,30 @@ pub async fn handle(
             forward::prepare_response(&mut resp, &request_id);
             Ok(resp.map(Either::Left))
         }
-        Err(denial) => Ok(answer(&denial, &request_id, false)),
+        Err(denial) => {
+            // A reload may have renamed classes meanwhile; the current names are good enough here.
+            let snap = shared.snapshot.load();
+            let seen = Seen {
+                ip: client,
+                client_key: client_hash,
+                route: classified
+                    .class
+                    .and_then(|c| snap.routes.names().get(usize::from(c)))
+                    .map(String::as_str),
+                token: classified.token.as_deref(),
+                method: &method,
+                path: uri.path(),
+                request_id: &request_id,
+            };
+            deny::log_denial(
+                &shared.log,
+                snap.loaded.config.log.token_preview,
+                &denial,
+                &seen,
+                false,
+            );
+            Ok(answer(&denial, &request_id, false))
+        }
     }
 }
 

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use validate::{
-    AdminConfig, ClientConfig, Config, ConfigError, LogFormat, LogSettings, ServerConfig, Upstream,
-};
+pub use validate::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
 
 /// A configuration as loaded from a file, with what identifies it.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ use super::file::{Field, FileConfig, Unknown};
 use super::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
 use crate::classify::RouteSpec;
 use crate::limits::{KeyKind, Mode};
+use crate::log::{Format, LogConfig};
 use std::num::NonZeroU32;
 
 /// The validated configuration.
@@ -24,7 +25,7 @@ pub struct Config {
     /// `[admin]`
     pub admin: AdminConfig,
     /// `[log]`
-    pub log: LogSettings,
+    pub log: LogConfig,
     /// `[[route]]`, in order.
     pub routes: Vec<RouteSpec>,
     /// `[[limit]]`, in order.
@@ -97,30 +98,6 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The environment variable holding the bearer token.
     pub token_env: String,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Laravel's default Monolog line.
-    Laravel,
-    /// One JSON object a line.
-    Json,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogSettings {
-    /// `-` for stdout, else a file appended to.
-    pub file: String,
-    /// Line format.
-    pub format: LogFormat,
-    /// The channel word of a Laravel line.
-    pub channel: String,
-    /// The zone timestamps are written in.
-    pub timezone: chrono_tz::Tz,
-    /// Characters of a join token kept in logs.
-    pub token_preview: usize,
 }
 
 /// One mistake in the configuration: where, what, and how to fix it.
@@ -430,10 +407,10 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
     let format = errors.parsed(
         "log.format",
         &l.and_then(|l| l.format.clone()),
-        LogFormat::Laravel,
+        Format::Laravel,
         |t| match t {
-            "laravel" => Ok(LogFormat::Laravel),
-            "json" => Ok(LogFormat::Json),
+            "laravel" => Ok(Format::Laravel),
+            "json" => Ok(Format::Json),
             other => Err(format!(
                 "{other:?} is not a log format: write \"laravel\" or \"json\""
             )),
@@ -504,7 +481,7 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             listen: admin_listen?,
             token_env: token_env?,
         },
-        log: LogSettings {
+        log: LogConfig {
             file: log_file?,
             format: format?,
             channel: channel?,

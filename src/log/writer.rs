@@ -186,6 +186,15 @@ impl LogHandle {
         outcome
     }
 
+    /// Waits until everything queued before this call is written and flushed. It blocks: for
+    /// shutdown, operators and tests (from async code, inside `spawn_blocking`), never a request.
+    pub fn flush_blocking(&self) {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.shared.tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+    }
+
     /// Writes the summaries of fold windows that ended by `now`; call about once a second
     /// (see [`LogHandle::spawn_fold_sweeper`]).
     pub fn sweep_folds(&self, now: Instant) {
@@ -307,11 +316,7 @@ impl LogSink {
 
     /// Waits until everything queued before this call is written and flushed.
     pub fn flush(&self) {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        // A blocking send: flushing is for shutdown and tests, never for a request.
-        if self.handle.shared.tx.send(Msg::Flush(ack_tx)).is_ok() {
-            let _ = ack_rx.recv();
-        }
+        self.handle.flush_blocking();
     }
 
     /// Writes everything queued, then stops the writer thread.

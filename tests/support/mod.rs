@@ -25,6 +25,15 @@ impl Harness {
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("joinshield.toml")
     }
+    /// The shield's log lines so far (after flushing the queue).
+    pub async fn log_lines(&self) -> Vec<String> {
+        self.shield.flush_log().await;
+        std::fs::read_to_string(self.dir.path().join("shield.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
     /// Requests the stand-in has answered.
     pub fn upstream_requests(&self) -> u64 {
         self.app
@@ -37,9 +46,15 @@ impl Harness {
 /// The config text for a shield in front of `upstream`: `[server]` with loopback ephemeral
 /// listeners, plus `extra_server` lines inside `[server]`, plus `rest` after it.
 pub fn config_text(upstream: &str, extra_server: &str, rest: &str) -> String {
+    // Logs go to a file beside the config (read by tests), unless the test sets [log] itself.
+    let log = if rest.contains("[log]") {
+        ""
+    } else {
+        "[log]\nfile = \"shield.log\"\n"
+    };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra_server}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\n{rest}\n"
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n{log}{rest}\n"
     )
 }
 
