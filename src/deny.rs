@@ -149,62 +149,6 @@ fn rate_limit_headers(h: &mut http::HeaderMap, e: &Exceeded, retry_secs: u64) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_rounds_up_and_is_never_zero() {
-        assert_eq!(retry_after_secs(Duration::from_millis(0)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
-    }
-
-    #[test]
-    fn payload_too_large_is_a_json_413() {
-        let r = respond(&Denial::PayloadTooLarge);
-        assert_eq!(r.status(), 413);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
-    }
-
-    #[test]
-    fn rate_limited_is_a_429_with_every_rate_limit_header() {
-        let e = Exceeded {
-            name: "guest-ip".into(),
-            retry_after: Duration::from_millis(29_200),
-            rate: crate::config::units::Rate {
-                count: 300,
-                per: Duration::from_secs(60),
-            },
-            burst: 100,
-        };
-        let r = respond(&Denial::RateLimited(e));
-        assert_eq!(r.status(), 429);
-        let h = r.headers();
-        assert_eq!(h["retry-after"], "30");
-        assert_eq!(h["x-ratelimit-limit"], "300");
-        assert_eq!(h["x-ratelimit-remaining"], "0");
-        assert!(
-            h["x-ratelimit-reset"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                > 1_700_000_000
-        );
-        assert_eq!(h["ratelimit-policy"], "\"guest-ip\";q=300;w=60");
-        assert_eq!(h["ratelimit"], "\"guest-ip\";r=0;t=30");
-    }
-
-    #[test]
-    fn json_strings_escape_quotes_and_controls() {
-        let mut s = String::new();
-        json_string(&mut s, "a\"b\\c\n\u{1}\u{2028}é");
-        assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u2028é\"");
-    }
-}
-
 /// What a denial's log line says about the request.
 pub struct Seen<'a> {
     /// The client IP the shield decided on.
@@ -289,4 +233,60 @@ pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>
             Value::request_bytes(seen.request_id.as_bytes()),
         )
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::from_millis(0)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+    }
+
+    #[test]
+    fn payload_too_large_is_a_json_413() {
+        let r = respond(&Denial::PayloadTooLarge);
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_every_rate_limit_header() {
+        let e = Exceeded {
+            name: "guest-ip".into(),
+            retry_after: Duration::from_millis(29_200),
+            rate: crate::config::units::Rate {
+                count: 300,
+                per: Duration::from_secs(60),
+            },
+            burst: 100,
+        };
+        let r = respond(&Denial::RateLimited(e));
+        assert_eq!(r.status(), 429);
+        let h = r.headers();
+        assert_eq!(h["retry-after"], "30");
+        assert_eq!(h["x-ratelimit-limit"], "300");
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        assert!(
+            h["x-ratelimit-reset"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1_700_000_000
+        );
+        assert_eq!(h["ratelimit-policy"], "\"guest-ip\";q=300;w=60");
+        assert_eq!(h["ratelimit"], "\"guest-ip\";r=0;t=30");
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_and_controls() {
+        let mut s = String::new();
+        json_string(&mut s, "a\"b\\c\n\u{1}\u{2028}é");
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u2028é\"");
+    }
 }
