@@ -1,5 +1,8 @@
 //! The admin listener, apart from guest traffic: `/healthz` (the process serves), `/readyz` (a
-//! configuration is loaded and the app accepted a connection in the last 10 s).
+//! configuration is loaded and the app accepted a connection in the last 10 s), and the
+//! bearer-protected `/admin/*` API. The bearer token is read from the variable `token_env`
+//! names; unset, `/admin/*` answers 403 (admin actions are off); a wrong or missing token is 401.
+//! Tokens are compared by their sha256 digests, in constant time.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -21,8 +24,8 @@ use crate::server::{now_ms, Shared};
 /// How recent the app's last sign of life must be for `/readyz`.
 pub const READY_WINDOW_MS: i64 = 10_000;
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -50,8 +53,91 @@ pub async fn handle(
             }
         }
         "/healthz" | "/readyz" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        path if path.starts_with("/admin/") => match authorize(&shared, &req) {
+            Err(resp) => resp,
+            Ok(()) => admin_api(&shared, req).await,
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message }).to_string())
+}
+
+/// Checks the bearer token: 403 when admin actions are off, 401 when the token is wrong.
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+    let var = shared.snapshot.load().loaded.config.admin.token_env.clone();
+    let expected = match std::env::var(&var) {
+        Ok(t) if !t.is_empty() => t,
+        _ => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                &format!("admin actions are off: set {var} to enable them"),
+            ))
+        }
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(r)
+    }
+}
+
+/// Compares two secrets without leaking where they differ or how long they are: both are hashed
+/// first, then every byte of the digests is compared.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/admin/reload") => {
+            let worker = shared.clone();
+            match tokio::task::spawn_blocking(move || crate::reload::reload_logged(&worker)).await {
+                Ok(crate::reload::Outcome::Applied { version, changes, warnings }) => json(
+                    StatusCode::OK,
+                    serde_json::json!({ "version": version, "changes": changes, "warnings": warnings }).to_string(),
+                ),
+                Ok(crate::reload::Outcome::Rejected { errors, kept }) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({
+                        "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "version": kept,
+                    })
+                    .to_string(),
+                ),
+                Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the reload task failed"),
+            }
+        }
+        (_, "/admin/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
 }
 
 /// Serves the admin API on `listener` until shutdown.

@@ -27,6 +27,17 @@ pub struct Facts<'a> {
 /// the request exceeded are appended to `shadowed` (it goes through all the same).
 pub fn decide(snap: &Snapshot, facts: &Facts<'_>, shadowed: &mut Vec<Exceeded>) -> Option<Denial> {
     let class = facts.class?;
+    if let Some(switch) = snap
+        .switches
+        .iter()
+        .find(|s| s.applies(class, facts.now_unix))
+    {
+        return Some(Denial::Paused {
+            switch: switch.name.clone(),
+            message: switch.message.clone(),
+            retry_after: switch.retry_after_at(facts.now_unix),
+        });
+    }
     if snap.limits.is_empty() {
         return None;
     }

@@ -1,6 +1,7 @@
 //! A denial is a value: each [`Denial`] maps to its status, `error.code`, message and headers in
 //! one exhaustive `match`, so a new kind of denial cannot fall through to a generic answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,15 @@ pub enum Denial {
     BadRequest(&'static str),
     /// A rate limit was exceeded.
     RateLimited(Exceeded),
+    /// A switch pauses the route class.
+    Paused {
+        /// The switch's name.
+        switch: Arc<str>,
+        /// Its message for guests.
+        message: Arc<str>,
+        /// When to come back.
+        retry_after: Duration,
+    },
 }
 
 impl Denial {
@@ -34,6 +44,7 @@ impl Denial {
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Denial::BadRequest(_) => StatusCode::BAD_REQUEST,
             Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Denial::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -45,11 +56,12 @@ impl Denial {
             Denial::UpstreamTimeout => "upstream_timeout",
             Denial::BadRequest(_) => "bad_request",
             Denial::RateLimited(_) => "token_rate_limited",
+            Denial::Paused { .. } => "service_paused",
         }
     }
 
     /// The human sentence of the JSON body.
-    pub fn message(&self) -> &'static str {
+    pub fn message(&self) -> &str {
         match self {
             Denial::PayloadTooLarge => "The request body is too large.",
             Denial::UpstreamUnavailable => "The service is temporarily unavailable.",
@@ -57,6 +69,7 @@ impl Denial {
             Denial::BadRequest(why) => why,
             // Laravel's own 429 says this.
             Denial::RateLimited(_) => "Too Many Attempts.",
+            Denial::Paused { message, .. } => message,
         }
     }
 
@@ -68,6 +81,7 @@ impl Denial {
             | Denial::UpstreamTimeout
             | Denial::BadRequest(_) => None,
             Denial::RateLimited(e) => Some(e.retry_after),
+            Denial::Paused { retry_after, .. } => Some(*retry_after),
         }
     }
 }
@@ -107,6 +121,10 @@ pub fn respond(denial: &Denial) -> Response<Full<Bytes>> {
     body.push_str(",\"error\":{\"code\":\"");
     body.push_str(denial.code());
     body.push('"');
+    if let Denial::Paused { switch, .. } = denial {
+        body.push_str(",\"switch\":");
+        json_string(&mut body, switch);
+    }
     if let Some(secs) = retry {
         body.push_str(",\"retry_after\":");
         body.push_str(&secs.to_string());
@@ -221,6 +239,9 @@ pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>
             .with("path", Value::request(&path));
         if let Some(l) = &limit {
             r = r.with("limit", &**l);
+        }
+        if let Denial::Paused { switch, .. } = denial {
+            r = r.with("switch", &**switch);
         }
         if shadow {
             r = r.with("mode", "shadow");

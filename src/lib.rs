@@ -105,6 +105,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
             stopped.clone(),
         )),
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
+        tokio::spawn(reload::watch(shared.clone(), stopped.clone())),
         tokio::spawn(janitor(shared.clone(), stopped)),
     ];
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.

@@ -32,7 +32,12 @@ pub enum Outcome {
 
 /// Reloads from the file the current snapshot was loaded from.
 pub fn reload(shared: &Shared) -> Outcome {
-    // Reloads are serialised by the caller (one reload task); the swap below is the only write.
+    // One reload at a time, whoever triggered it (signal, file watch, admin). The guard is
+    // synchronous and never crosses an await; the swap below is the only write of the snapshot.
+    let _one_at_a_time = shared
+        .reload_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let current = shared.snapshot.load_full();
     let path = current.loaded.path.clone();
     let rejected = |errors| Outcome::Rejected {
@@ -69,9 +74,31 @@ pub fn reload(shared: &Shared) -> Outcome {
         changes.push("route classes changed".to_string());
     }
     changes.extend(limit_changes(&old.limits, &new.limits));
+    changes.extend(switch_changes(&old.switches, &new.switches));
+    if old.enumeration != new.enumeration {
+        changes.push(match (&old.enumeration, &new.enumeration) {
+            (None, Some(_)) => "enumeration on".to_string(),
+            (Some(_), None) => "enumeration off".to_string(),
+            _ => "enumeration settings changed".to_string(),
+        });
+    }
+    for (name, o, n) in [
+        ("log.file", &old.log.file, &new.log.file),
+        ("log.channel", &old.log.channel, &new.log.channel),
+    ] {
+        if o != n {
+            warnings.push(format!(
+                "{name} changed to {n:?} but stays {o:?} until restart"
+            ));
+        }
+    }
+    if old.log.format != new.log.format || old.log.timezone != new.log.timezone {
+        warnings.push("log.format and log.timezone changes apply on restart".to_string());
+    }
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
+    // Serialise reloads: whoever triggered it (signal, file watch, admin), one at a time.
     let version = current.version + 1;
     let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current)) {
         Ok(s) => s,
@@ -85,6 +112,7 @@ pub fn reload(shared: &Shared) -> Outcome {
         }
     };
     shared.snapshot.store(Arc::new(snapshot));
+    shared.version.send_replace(version);
     Outcome::Applied {
         version,
         changes,
@@ -187,4 +215,99 @@ pub fn reload_logged(shared: &Shared) -> Outcome {
         }
     }
     outcome
+}
+
+fn switch_changes(
+    old: &[crate::config::validate::SwitchSpec],
+    new: &[crate::config::validate::SwitchSpec],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in new {
+        let was = old.iter().find(|o| o.name == n.name);
+        let was_paused = was.is_some_and(|o| o.paused);
+        match (was_paused, n.paused) {
+            (false, true) => out.push(format!("switch {} paused", n.name)),
+            (true, false) => out.push(format!("switch {} resumed", n.name)),
+            _ => {
+                if was.is_some_and(|o| o != n) {
+                    out.push(format!("switch {} changed", n.name));
+                }
+            }
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            out.push(format!(
+                "switch {} removed{}",
+                o.name,
+                if o.paused { " (resumed)" } else { "" }
+            ));
+        }
+    }
+    out
+}
+
+/// How often watched files are looked at.
+pub const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What identifies a file's content cheaply: device, inode, size, modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(Option<(u64, u64, u64, i64, i64)>);
+
+fn stamp(path: &std::path::Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    Stamp(
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())),
+    )
+}
+
+/// The files a snapshot was built from: the configuration and every list it names.
+fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
+    let snap = shared.snapshot.load();
+    let lists = &snap.loaded.config.lists;
+    let mut files = vec![snap.loaded.path.clone()];
+    files.extend(
+        [&lists.blocklist, &lists.allowlist, &lists.revoked_tokens]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    files
+}
+
+/// Watches the configuration file and every list file it names; a change (written in place or
+/// renamed over) is reloaded once the files have been stable for one [`WATCH_PERIOD`], so a
+/// reload never reads a half-written file and applies within about a second.
+pub async fn watch(
+    shared: std::sync::Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WATCH_PERIOD);
+    let mut files = watched_files(&shared);
+    let mut seen: Vec<Stamp> = files.iter().map(|f| stamp(f)).collect();
+    let mut pending = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::server::stopped(&mut stopped) => return,
+        }
+        let now: Vec<Stamp> = files.iter().map(|f| stamp(f)).collect();
+        if now != seen {
+            // Changed since the last look: wait for it to settle.
+            seen = now;
+            pending = true;
+            continue;
+        }
+        if !pending {
+            continue;
+        }
+        pending = false;
+        let worker = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || reload_logged(&worker)).await;
+        // A reload may name other list files.
+        files = watched_files(&shared);
+        seen = files.iter().map(|f| stamp(f)).collect();
+    }
 }

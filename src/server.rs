@@ -48,6 +48,10 @@ pub struct Shared {
     pub upstream_ok_at: AtomicI64,
     /// The log (never blocks).
     pub log: LogHandle,
+    /// Held (synchronously, never across an await) while a reload builds and swaps a snapshot.
+    pub reload_lock: std::sync::Mutex<()>,
+    /// The version in force, for whoever waits for a reload ("version >= n", never a sleep).
+    pub version: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -65,6 +69,8 @@ impl Shared {
             request_ids: RequestIds::default(),
             upstream_ok_at: AtomicI64::new(0),
             log,
+            reload_lock: std::sync::Mutex::new(()),
+            version: watch::Sender::new(1),
         }
     }
 

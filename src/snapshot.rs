@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub trusted: TrustedProxies,
     /// `[[limit]]`, in order, with their limiters.
     pub limits: Vec<LimitRule>,
+    /// `[[switch]]`es that are paused, in order.
+    pub switches: Vec<SwitchRule>,
     /// When it was applied (Unix seconds).
     pub loaded_at: i64,
 }
@@ -91,13 +93,64 @@ impl Snapshot {
                 }
             })
             .collect();
+        let switches = config
+            .switches
+            .iter()
+            .filter(|s| s.paused)
+            .map(|s| SwitchRule {
+                name: s.name.as_str().into(),
+                message: s.message.as_str().into(),
+                classes: class_mask(&s.classes),
+                until: s.until,
+                retry_after: s.retry_after,
+            })
+            .collect();
         Ok(Snapshot {
             version,
             routes,
             trusted,
             limits,
+            switches,
             loaded_at: chrono::Utc::now().timestamp(),
             loaded,
         })
+    }
+}
+
+/// Bit `i` set for each route class index `i` (at most 64 classes, validated).
+pub fn class_mask(classes: &[usize]) -> u64 {
+    classes.iter().fold(0u64, |m, &c| m | (1u64 << (c & 63)))
+}
+
+/// A paused switch, ready for the request path.
+#[derive(Debug)]
+pub struct SwitchRule {
+    /// Its name.
+    pub name: std::sync::Arc<str>,
+    /// The sentence guests get.
+    pub message: std::sync::Arc<str>,
+    /// The route classes it pauses (bit i = class i).
+    pub classes: u64,
+    /// Unix seconds after which it no longer applies.
+    pub until: Option<i64>,
+    /// `Retry-After` when no `until` is closer.
+    pub retry_after: std::time::Duration,
+}
+
+impl SwitchRule {
+    /// Whether it pauses a request of `class` at `now_unix`.
+    pub fn applies(&self, class: crate::classify::ClassId, now_unix: i64) -> bool {
+        self.classes & (1u64 << (class & 63)) != 0 && self.until.is_none_or(|u| now_unix < u)
+    }
+
+    /// How long until guests should come back: the time left to `until` (the pause ends
+    /// then), or `retry_after` for an open-ended pause.
+    pub fn retry_after_at(&self, now_unix: i64) -> std::time::Duration {
+        match self.until {
+            Some(u) => {
+                std::time::Duration::from_secs(u.saturating_sub(now_unix).max(1).unsigned_abs())
+            }
+            None => self.retry_after,
+        }
     }
 }

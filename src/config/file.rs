@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub log: Option<FileLog>,
     pub route: Option<Vec<FileRoute>>,
     pub limit: Option<Vec<FileLimit>>,
+    pub lists: Option<FileLists>,
+    pub switch: Option<Vec<FileSwitch>>,
+    pub enumeration: Option<FileEnumeration>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -50,6 +53,7 @@ pub struct FileServer {
     pub upstream_timeout: Option<Field<String>>,
     pub max_body: Option<Field<String>>,
     pub shutdown_grace: Option<Field<String>>,
+    pub state_file: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -106,6 +110,43 @@ pub struct FileLimit {
     pub until: Option<Field<String>>,
     pub shared: Option<Field<bool>>,
     pub max_keys: Option<Field<i64>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[lists]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileLists {
+    pub blocklist: Option<Field<String>>,
+    pub allowlist: Option<Field<String>>,
+    pub revoked_tokens: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// One `[[switch]]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileSwitch {
+    pub name: Option<Field<String>>,
+    pub routes: Option<Field<Vec<String>>>,
+    pub paused: Option<Field<bool>>,
+    pub message: Option<Field<String>>,
+    pub until: Option<Field<String>>,
+    pub retry_after: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[enumeration]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileEnumeration {
+    pub statuses: Option<Field<Vec<i64>>>,
+    pub max_failures: Option<Field<i64>>,
+    pub prefix_max_failures: Option<Field<i64>>,
+    pub window: Option<Field<String>>,
+    pub ban: Option<Field<String>>,
+    pub max_ban: Option<Field<String>>,
+    pub token_pattern: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

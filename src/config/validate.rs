@@ -30,6 +30,73 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// `[[limit]]`, in order.
     pub limits: Vec<LimitSpec>,
+    /// `[lists]`: the files, resolved beside the configuration file.
+    pub lists: ListPaths,
+    /// `[[switch]]`, in order.
+    pub switches: Vec<SwitchSpec>,
+    /// `[enumeration]`, when token-guessing bans are on.
+    pub enumeration: Option<EnumerationSpec>,
+}
+
+/// `[lists]`: where each list lives (none: that list is empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPaths {
+    /// Refused with 403 on every path.
+    pub blocklist: Option<PathBuf>,
+    /// Exempt from limits and automatic bans.
+    pub allowlist: Option<PathBuf>,
+    /// Answered 410 at the edge.
+    pub revoked_tokens: Option<PathBuf>,
+}
+
+/// One validated `[[switch]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchSpec {
+    /// Its name (in the answer and the log).
+    pub name: String,
+    /// Indices of the route classes it pauses.
+    pub classes: Vec<usize>,
+    /// Whether it is on.
+    pub paused: bool,
+    /// The sentence guests get.
+    pub message: String,
+    /// Unix seconds after which it no longer applies.
+    pub until: Option<i64>,
+    /// The `Retry-After` of its answer (when no `until` is closer).
+    pub retry_after: Duration,
+}
+
+/// The validated `[enumeration]`.
+#[derive(Debug, Clone)]
+pub struct EnumerationSpec {
+    /// Upstream statuses on guest routes that count as a failed token.
+    pub statuses: Vec<u16>,
+    /// Distinct failed tokens that ban a client.
+    pub max_failures: u32,
+    /// Distinct failed tokens that ban an IPv4 /24 or IPv6 /48.
+    pub prefix_max_failures: u32,
+    /// The counting window.
+    pub window: Duration,
+    /// First ban.
+    pub ban: Duration,
+    /// Longest ban.
+    pub max_ban: Duration,
+    /// The pattern of a well-formed token, as written.
+    pub token_pattern_text: String,
+    /// The compiled pattern.
+    pub token_pattern: regex::Regex,
+}
+
+impl PartialEq for EnumerationSpec {
+    fn eq(&self, o: &Self) -> bool {
+        self.statuses == o.statuses
+            && self.max_failures == o.max_failures
+            && self.prefix_max_failures == o.prefix_max_failures
+            && self.window == o.window
+            && self.ban == o.ban
+            && self.max_ban == o.max_ban
+            && self.token_pattern_text == o.token_pattern_text
+    }
 }
 
 /// One validated `[[limit]]`.
@@ -71,6 +138,8 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where bans are kept across restarts.
+    pub state_file: PathBuf,
 }
 
 /// The upstream app's address: plain HTTP only.
@@ -332,6 +401,14 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         parse_duration,
     );
 
+    let state_file = errors
+        .get(
+            "server.state_file",
+            &s.and_then(|s| s.state_file.clone()),
+            "joinshield-state.json".to_string(),
+        )
+        .map(|f| base.join(f));
+
     let c = file.client.as_ref();
     if let Some(c) = c {
         errors.unknown("client", &c.unknown, &["trusted_proxies", "ipv6_prefix"]);
@@ -464,6 +541,17 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         (Some(_), None) => None,
     };
 
+    let lists = validate_lists(file.lists.as_ref(), base, errors);
+    let switches = match (&file.switch, &routes) {
+        (None, _) => Some(Vec::new()),
+        (Some(list), Some(routes)) => validate_switches(list, routes, errors),
+        (Some(_), None) => None,
+    };
+    let enumeration = match &file.enumeration {
+        None => Some(None),
+        Some(e) => validate_enumeration(e, errors).map(Some),
+    };
+
     Some(Config {
         server: ServerConfig {
             listen: listen?,
@@ -472,6 +560,7 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             upstream_timeout: upstream_timeout?,
             max_body: max_body?,
             shutdown_grace: shutdown_grace?,
+            state_file: state_file?,
         },
         client: ClientConfig {
             trusted_proxies: trusted_proxies?,
@@ -490,6 +579,232 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         },
         routes: routes?,
         limits: limits?,
+        lists: lists?,
+        switches: switches?,
+        enumeration: enumeration?,
+    })
+}
+
+fn validate_lists(
+    l: Option<&super::file::FileLists>,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<ListPaths> {
+    let Some(l) = l else {
+        return Some(ListPaths::default());
+    };
+    errors.unknown(
+        "lists",
+        &l.unknown,
+        &["blocklist", "allowlist", "revoked_tokens"],
+    );
+    let mut path = |key: &str, f: &Option<Field<String>>| -> Option<Option<PathBuf>> {
+        match errors.get(&format!("lists.{key}"), f, String::new()) {
+            None => None,
+            Some(p) if p.is_empty() => Some(None),
+            Some(p) => Some(Some(base.join(p))),
+        }
+    };
+    let blocklist = path("blocklist", &l.blocklist);
+    let allowlist = path("allowlist", &l.allowlist);
+    let revoked_tokens = path("revoked_tokens", &l.revoked_tokens);
+    Some(ListPaths {
+        blocklist: blocklist?,
+        allowlist: allowlist?,
+        revoked_tokens: revoked_tokens?,
+    })
+}
+
+fn validate_switches(
+    list: &[super::file::FileSwitch],
+    routes: &[RouteSpec],
+    errors: &mut Errors,
+) -> Option<Vec<SwitchSpec>> {
+    let mut out: Vec<SwitchSpec> = Vec::new();
+    let mut ok = true;
+    for (i, w) in list.iter().enumerate() {
+        let at = format!("switch[{i}]");
+        errors.unknown(
+            &at,
+            &w.unknown,
+            &[
+                "name",
+                "routes",
+                "paused",
+                "message",
+                "until",
+                "retry_after",
+            ],
+        );
+        let name = required(
+            errors,
+            &format!("{at}.name"),
+            &w.name,
+            "every switch needs a name, e.g. name = \"gallery-downloads\"",
+        );
+        if let Some(n) = &name {
+            if !valid_name(n) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("{n:?} is not a name: use letters, digits, _ and -"),
+                );
+            } else if out.iter().any(|s| &s.name == n) {
+                errors.push(
+                    format!("{at}.name"),
+                    format!("{n:?} is used twice: give each switch its own name"),
+                );
+            }
+        }
+        let classes = required(
+            errors,
+            &format!("{at}.routes"),
+            &w.routes,
+            "list the route classes it pauses, or [\"*\"] for every guest route",
+        )
+        .and_then(|names| resolve_classes(&format!("{at}.routes"), &names, routes, errors));
+        let paused = errors.get(&format!("{at}.paused"), &w.paused, false);
+        let message = errors.get(
+            &format!("{at}.message"),
+            &w.message,
+            "This service is paused. Please try again later.".to_string(),
+        );
+        let until = errors.parsed(&format!("{at}.until"), &w.until, None, |t| {
+            parse_instant(t).map(Some)
+        });
+        let retry_after = errors.parsed(
+            &format!("{at}.retry_after"),
+            &w.retry_after,
+            Duration::from_secs(300),
+            parse_positive_duration,
+        );
+        match (name, classes, paused, message, until, retry_after) {
+            (
+                Some(name),
+                Some(classes),
+                Some(paused),
+                Some(message),
+                Some(until),
+                Some(retry_after),
+            ) => out.push(SwitchSpec {
+                name,
+                classes,
+                paused,
+                message,
+                until,
+                retry_after,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn validate_enumeration(
+    e: &super::file::FileEnumeration,
+    errors: &mut Errors,
+) -> Option<EnumerationSpec> {
+    errors.unknown(
+        "enumeration",
+        &e.unknown,
+        &[
+            "statuses",
+            "max_failures",
+            "prefix_max_failures",
+            "window",
+            "ban",
+            "max_ban",
+            "token_pattern",
+        ],
+    );
+    let statuses = errors
+        .get("enumeration.statuses", &e.statuses, vec![403, 404, 410])
+        .and_then(|list| {
+            let mut out = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                match u16::try_from(*s) {
+                    Ok(s) if (100..=599).contains(&s) => out.push(s),
+                    _ => errors.push(
+                        format!("enumeration.statuses[{i}]"),
+                        format!("{s} is not an HTTP status: give 100 to 599"),
+                    ),
+                }
+            }
+            (out.len() == list.len()).then_some(out)
+        });
+    let count = |errors: &mut Errors, key: &str, f: &Option<Field<i64>>, default: i64| {
+        errors
+            .get(key, f, default)
+            .and_then(|n| match u32::try_from(n) {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    errors.push(
+                        key,
+                        format!("{n} is not a count: give a whole number of at least 1"),
+                    );
+                    None
+                }
+            })
+    };
+    let max_failures = count(errors, "enumeration.max_failures", &e.max_failures, 20);
+    let prefix_max_failures = count(
+        errors,
+        "enumeration.prefix_max_failures",
+        &e.prefix_max_failures,
+        100,
+    );
+    let window = errors.parsed(
+        "enumeration.window",
+        &e.window,
+        Duration::from_secs(600),
+        parse_positive_duration,
+    );
+    let ban = errors.parsed(
+        "enumeration.ban",
+        &e.ban,
+        Duration::from_secs(900),
+        parse_positive_duration,
+    );
+    let max_ban = errors.parsed(
+        "enumeration.max_ban",
+        &e.max_ban,
+        Duration::from_secs(86_400),
+        parse_positive_duration,
+    );
+    if let (Some(b), Some(m)) = (ban, max_ban) {
+        if b > m {
+            errors.push(
+                "enumeration.max_ban",
+                format!(
+                    "{} is shorter than ban ({}): make max_ban at least ban",
+                    super::units::format_duration(m),
+                    super::units::format_duration(b)
+                ),
+            );
+        }
+    }
+    let pattern_text = errors.get(
+        "enumeration.token_pattern",
+        &e.token_pattern,
+        "^[A-Za-z0-9_-]{8,128}$".to_string(),
+    );
+    let token_pattern = pattern_text.as_ref().and_then(|p| {
+        match regex::RegexBuilder::new(p).size_limit(1 << 20).build() {
+            Ok(r) => Some(r),
+            Err(err) => {
+                errors.push("enumeration.token_pattern", format!("{p:?} is not a regular expression ({err}): write e.g. \"^[A-Za-z0-9_-]{{8,128}}$\""));
+                None
+            }
+        }
+    });
+    Some(EnumerationSpec {
+        statuses: statuses?,
+        max_failures: max_failures?,
+        prefix_max_failures: prefix_max_failures?,
+        window: window?,
+        ban: ban?,
+        max_ban: max_ban?,
+        token_pattern_text: pattern_text?,
+        token_pattern: token_pattern?,
     })
 }
 

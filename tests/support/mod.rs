@@ -46,6 +46,16 @@ impl Harness {
 /// The config text for a shield in front of `upstream`: `[server]` with loopback ephemeral
 /// listeners, plus `extra_server` lines inside `[server]`, plus `rest` after it.
 pub fn config_text(upstream: &str, extra_server: &str, rest: &str) -> String {
+    config_text_admin(upstream, extra_server, "", rest)
+}
+
+/// As [`config_text`], with `extra_admin` lines inside `[admin]`.
+pub fn config_text_admin(
+    upstream: &str,
+    extra_server: &str,
+    extra_admin: &str,
+    rest: &str,
+) -> String {
     // Logs go to a file beside the config (read by tests), unless the test sets [log] itself.
     let log = if rest.contains("[log]") {
         ""
@@ -54,7 +64,7 @@ pub fn config_text(upstream: &str, extra_server: &str, rest: &str) -> String {
     };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra_server}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\n{log}{rest}\n"
+         [admin]\nlisten = \"127.0.0.1:0\"\n{extra_admin}\n\n{log}{rest}\n"
     )
 }
 
@@ -68,13 +78,27 @@ pub async fn spawn_shield(extra_server: &str, rest: &str) -> Harness {
 
 /// Starts a shield in front of an already running stand-in.
 pub async fn spawn_shield_to(app: StandIn, extra_server: &str, rest: &str) -> Harness {
+    spawn_full(app, extra_server, "", rest).await
+}
+
+/// Starts a recording stand-in and a shield whose `[admin]` has `extra_admin` lines.
+pub async fn spawn_shield_admin(extra_admin: &str, rest: &str) -> Harness {
+    let app = standin::spawn("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    spawn_full(app, "", extra_admin, rest).await
+}
+
+async fn spawn_full(app: StandIn, extra_server: &str, extra_admin: &str, rest: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("joinshield.toml");
-    std::fs::write(
-        &path,
-        config_text(&format!("http://{}", app.addr), extra_server, rest),
-    )
-    .unwrap();
+    let text = config_text_admin(
+        &format!("http://{}", app.addr),
+        extra_server,
+        extra_admin,
+        rest,
+    );
+    std::fs::write(&path, text).unwrap();
     let loaded =
         joinshield::config::load(&path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
     let shield = joinshield::start(loaded).await.unwrap();
@@ -152,4 +176,22 @@ pub fn parse(bytes: &[u8]) -> Answer {
 pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> Answer {
     let raw = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n{extra}\r\n");
     parse(&send_raw(addr, raw.as_bytes()).await)
+}
+
+/// An admin request with an optional bearer token; returns status and body.
+pub async fn admin(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Answer {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    parse(&send_raw(h.shield.admin_addr, raw.as_bytes()).await)
 }
