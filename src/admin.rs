@@ -53,9 +53,9 @@ pub async fn handle(
             }
         }
         "/healthz" | "/readyz" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        path if path.starts_with("/admin/") => match authorize(&shared, &req) {
-            Err(resp) => resp,
-            Ok(()) => admin_api(&shared, req).await,
+        path if path.starts_with("/admin/") => match refuse(&shared, &req) {
+            Some(refusal) => refusal,
+            None => admin_api(&shared, req).await,
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
@@ -76,13 +76,14 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
 
-/// Checks the bearer token: 403 when admin actions are off, 401 when the token is wrong.
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+/// Checks the bearer token: the refusal to send (403 when admin actions are off, 401 when the
+/// token is wrong), or `None` when the request may go on.
+fn refuse(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     let var = shared.snapshot.load().loaded.config.admin.token_env.clone();
     let expected = match std::env::var(&var) {
         Ok(t) if !t.is_empty() => t,
         _ => {
-            return Err(error(
+            return Some(error(
                 StatusCode::FORBIDDEN,
                 &format!("admin actions are off: set {var} to enable them"),
             ))
@@ -95,13 +96,12 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Response<Fu
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(r)
+        return None;
     }
+    let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(r)
 }
 
 /// Compares two secrets without leaking where they differ or how long they are: both are hashed

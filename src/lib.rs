@@ -97,6 +97,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let snapshot = Snapshot::build(Arc::new(loaded), 1, None)?;
     let shared = Arc::new(Shared::new(snapshot, log.handle()));
     let (stop, stopped) = watch::channel(false);
+    let watched = reload::Watched::now(&shared);
     let tasks = vec![
         tokio::spawn(server::serve(guest, shared.clone(), false, stopped.clone())),
         tokio::spawn(admin::serve(
@@ -105,7 +106,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
             stopped.clone(),
         )),
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
-        tokio::spawn(reload::watch(shared.clone(), stopped.clone())),
+        tokio::spawn(reload::watch(shared.clone(), watched, stopped.clone())),
         tokio::spawn(janitor(shared.clone(), stopped)),
     ];
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.

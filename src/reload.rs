@@ -252,7 +252,7 @@ pub const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(5
 
 /// What identifies a file's content cheaply: device, inode, size, modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Option<(u64, u64, u64, i64, i64)>);
+pub struct Stamp(Option<(u64, u64, u64, i64, i64)>);
 
 fn stamp(path: &std::path::Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
@@ -277,37 +277,68 @@ fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The files to watch and how they looked when the running snapshot was built.
+pub struct Watched(Vec<(std::path::PathBuf, Stamp)>);
+
+impl Watched {
+    /// Stamps the files of the snapshot in force now (call before serving, so no edit made
+    /// after start-up can be missed).
+    pub fn now(shared: &Shared) -> Watched {
+        Watched(
+            watched_files(shared)
+                .into_iter()
+                .map(|f| {
+                    let s = stamp(&f);
+                    (f, s)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Watches the configuration file and every list file it names; a change (written in place or
 /// renamed over) is reloaded once the files have been stable for one [`WATCH_PERIOD`], so a
 /// reload never reads a half-written file and applies within about a second.
 pub async fn watch(
     shared: std::sync::Arc<Shared>,
+    mut files: Watched,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(WATCH_PERIOD);
-    let mut files = watched_files(&shared);
-    let mut seen: Vec<Stamp> = files.iter().map(|f| stamp(f)).collect();
-    let mut pending = false;
+    let mut pending: Option<Vec<Stamp>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = crate::server::stopped(&mut stopped) => return,
         }
-        let now: Vec<Stamp> = files.iter().map(|f| stamp(f)).collect();
-        if now != seen {
-            // Changed since the last look: wait for it to settle.
-            seen = now;
-            pending = true;
+        let now: Vec<Stamp> = files.0.iter().map(|(f, _)| stamp(f)).collect();
+        let applied = files.0.iter().map(|(_, s)| s);
+        if now.iter().eq(applied) {
+            pending = None;
             continue;
         }
-        if !pending {
+        if pending.as_ref() != Some(&now) {
+            // Changed since the last look: wait one period for it to settle.
+            pending = Some(now);
             continue;
         }
-        pending = false;
+        pending = None;
+        // What is reloaded is at least as new as `now`: remember `now`, not a later look, so an
+        // edit made while the reload runs is seen at the next tick.
+        for ((_, old), new) in files.0.iter_mut().zip(now) {
+            *old = new;
+        }
         let worker = shared.clone();
         let _ = tokio::task::spawn_blocking(move || reload_logged(&worker)).await;
-        // A reload may name other list files.
-        files = watched_files(&shared);
-        seen = files.iter().map(|f| stamp(f)).collect();
+        // A reload may name other list files; files already watched keep their stamps.
+        let mut next = Vec::new();
+        for f in watched_files(&shared) {
+            let s = match files.0.iter().find(|(p, _)| *p == f) {
+                Some((_, s)) => s.clone(),
+                None => stamp(&f),
+            };
+            next.push((f, s));
+        }
+        files = Watched(next);
     }
 }
