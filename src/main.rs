@@ -169,7 +169,64 @@ fn check(path: &std::path::Path) -> ExitCode {
     );
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     println!("  routes      {}", routes.join(", "));
+    for l in &c.limits {
+        let classes: Vec<&str> = l
+            .classes
+            .iter()
+            .filter_map(|&i| routes.get(i).copied())
+            .collect();
+        println!(
+            "  limit       {} per {} {} burst {} on {}{}{}",
+            l.name,
+            l.key.as_str(),
+            l.rate,
+            l.burst,
+            classes.join(", "),
+            if l.mode == joinshield::limits::Mode::Shadow {
+                " (shadow)"
+            } else {
+                ""
+            },
+            l.until
+                .map(|u| format!(" until {}", instant(u)))
+                .unwrap_or_default()
+        );
+    }
+    for w in &c.switches {
+        println!(
+            "  switch      {} {}{}",
+            w.name,
+            if w.paused { "PAUSED" } else { "off" },
+            w.until
+                .map(|u| format!(" until {}", instant(u)))
+                .unwrap_or_default()
+        );
+    }
+    for (name, path) in [
+        ("blocklist", &c.lists.blocklist),
+        ("allowlist", &c.lists.allowlist),
+        ("revoked", &c.lists.revoked_tokens),
+    ] {
+        if let Some(p) = path {
+            println!("  {name:<11} {}", p.display());
+        }
+    }
+    if let Some(e) = &c.enumeration {
+        println!(
+            "  guessing    ban after {} distinct failed tokens ({} per prefix) within {}",
+            e.max_failures,
+            e.prefix_max_failures,
+            joinshield::config::units::format_duration(e.window)
+        );
+    }
+    println!("  state file  {}", c.server.state_file.display());
     ExitCode::SUCCESS
+}
+
+fn instant(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Serves `loaded` until SIGTERM or SIGINT; SIGHUP reloads.
