@@ -207,11 +207,12 @@ pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>
         h.finish()
     };
     log.log_folded(fold_key, std::time::Instant::now(), || {
-        let guest = seen.route.is_some();
-        let message = if guest {
-            "Join token access denied"
-        } else {
-            "Access denied"
+        let message = match denial {
+            // Not a denial of the guest but a failure of the app: its own words, so that
+            // `grep "Join token"` counts only what the shield refused.
+            Denial::UpstreamUnavailable | Denial::UpstreamTimeout => "Upstream request failed",
+            _ if seen.route.is_some() => "Join token access denied",
+            _ => "Access denied",
         };
         let mut r = Record::new(Level::Warning, message)
             .with("reason", denial.code())
