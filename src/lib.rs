@@ -8,6 +8,7 @@ pub mod admin;
 pub mod classify;
 pub mod client_ip;
 pub mod config;
+pub mod ctl;
 pub mod decide;
 pub mod deny;
 pub mod forward;

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 
 use joinshield::config::{self, Loaded};
+use joinshield::ctl::AdminClient;
 
 /// The shipped configuration, embedded for `demo`.
 const SHIPPED_CONFIG: &str = include_str!("../config/joinshield.toml");
@@ -70,6 +71,25 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Talk to a running shield's admin API (token from $JOINSHIELD_ADMIN_TOKEN).
+    Ctl {
+        /// The configuration file (for the admin address).
+        #[arg(
+            short,
+            long,
+            env = "JOINSHIELD_CONFIG",
+            default_value = "config/joinshield.toml"
+        )]
+        config: PathBuf,
+        /// The admin API's URL, instead of the one in the configuration.
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Run only the stand-in guest API (for load tests and benchmarks).
     #[command(hide = true)]
     Standin {
@@ -77,6 +97,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Reload the configuration and lists now.
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +138,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Check { config } => Ok(check(&config)),
         Command::Demo { listen, admin } => demo(listen, admin).await,
         Command::Healthcheck { config, admin } => healthcheck(&config, admin).await,
+        Command::Ctl {
+            config,
+            admin,
+            json,
+            action,
+        } => ctl(&config, admin, json, action).await,
         Command::Standin { listen } => {
             let standin = joinshield::standin::spawn(listen, false).await?;
             eprintln!("stand-in guest API on http://{}", standin.addr);
@@ -314,54 +346,81 @@ fn free_or_ephemeral(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn healthcheck(path: &std::path::Path, admin: Option<String>) -> Result<ExitCode> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = match admin {
-        Some(url) => url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string(),
-        None => {
-            let loaded = config::load(path).map_err(|errs| {
-                anyhow!(
-                    "{}",
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })?;
-            let mut a = loaded.config.admin.listen;
-            if a.ip().is_unspecified() {
-                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            a.to_string()
-        }
-    };
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(&authority).await?;
-        s.write_all(
-            format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+/// The admin API's address: `--admin`, else the configuration's `[admin] listen` (an
+/// unspecified address is reached on loopback).
+fn admin_url(path: &std::path::Path, admin: Option<String>) -> Result<String> {
+    if let Some(url) = admin {
+        return Ok(url);
+    }
+    let loaded = config::load(path).map_err(|errs| {
+        anyhow!(
+            "{}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         )
-        .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf.starts_with(b"HTTP/1.1 200"))
+    })?;
+    let mut a = loaded.config.admin.listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(a.to_string())
+}
+
+async fn healthcheck(path: &std::path::Path, admin: Option<String>) -> Result<ExitCode> {
+    let client = AdminClient::new(&admin_url(path, admin)?, None);
+    match client.call("GET", "/healthz", None).await {
+        Ok(r) if r.status == 200 => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!(
+                "joinshield: {}/healthz answered {}",
+                client.authority(),
+                r.status
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("joinshield: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn ctl(
+    path: &std::path::Path,
+    admin: Option<String>,
+    json: bool,
+    action: CtlAction,
+) -> Result<ExitCode> {
+    let token = std::env::var("JOINSHIELD_ADMIN_TOKEN").ok();
+    let client = AdminClient::new(&admin_url(path, admin)?, token);
+    let reply = match &action {
+        CtlAction::Reload => client.call("POST", "/admin/reload", None).await?,
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
-        Ok(Ok(true)) => Ok(ExitCode::SUCCESS),
-        Ok(Ok(false)) => {
-            eprintln!("joinshield: {authority}/healthz did not answer 200");
-            Ok(ExitCode::FAILURE)
-        }
-        Ok(Err(e)) => {
-            eprintln!("joinshield: {authority}/healthz: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(_) => {
-            eprintln!("joinshield: {authority}/healthz did not answer within 5 s");
-            Ok(ExitCode::FAILURE)
+    if json || reply.status >= 400 {
+        println!("{}", reply.body.trim_end());
+    } else {
+        print_human(&action, &reply.body);
+    }
+    Ok(if reply.status < 400 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_human(action: &CtlAction, body: &str) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    match action {
+        CtlAction::Reload => {
+            println!("reloaded: version {}", v["version"]);
+            for c in v["changes"].as_array().into_iter().flatten() {
+                println!("  {}", c.as_str().unwrap_or_default());
+            }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                println!("  warning: {}", w.as_str().unwrap_or_default());
+            }
         }
     }
 }
