@@ -10,6 +10,7 @@ pub mod client_ip;
 pub mod config;
 pub mod decide;
 pub mod deny;
+pub mod enumeration;
 pub mod forward;
 pub mod limits;
 pub mod log;
