@@ -5,6 +5,7 @@
 //! `docs/request-path.md` for the picture and the module of each step.
 
 pub mod admin;
+pub mod bans;
 pub mod classify;
 pub mod client_ip;
 pub mod config;
