@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -155,9 +156,80 @@ struct VersionOnly {
     version: u32,
 }
 
+/// A fast keyed hash for ban networks: a folded 64x64->128 multiply per word (the construction
+/// of foldhash), keyed from the process's random hash keys. The lookup hashes one or two
+/// networks per request, so SipHash's cost would dominate it; the table's keys are networks that
+/// had to earn a ban, and the per-process key keeps their buckets unpredictable.
+#[derive(Clone)]
+struct NetHash {
+    seed: u64,
+    key: u64,
+}
+
+impl Default for NetHash {
+    fn default() -> Self {
+        let keys = crate::limits::hash_keys();
+        NetHash {
+            seed: keys.hash_one(0x5eed_u64),
+            key: keys.hash_one(0x006b_6579_u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for NetHash {
+    type Hasher = NetHasher;
+    fn build_hasher(&self) -> NetHasher {
+        NetHasher {
+            h: self.seed,
+            key: self.key,
+        }
+    }
+}
+
+struct NetHasher {
+    h: u64,
+    key: u64,
+}
+
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl NetHasher {
+    fn mix(&mut self, word: u64) {
+        self.h = folded_multiply(self.h ^ word, self.key);
+    }
+}
+
+impl Hasher for NetHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.mix(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.mix(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        folded_multiply(self.h, self.key.rotate_left(32))
+    }
+}
+
 #[derive(Default)]
 struct Table {
-    bans: HashMap<IpNet, Ban>,
+    bans: HashMap<IpNet, Ban, NetHash>,
     /// Every ban by `(until, net)`: expiry and eviction take from the front.
     by_until: BTreeSet<(i64, IpNet)>,
     automatic: usize,
