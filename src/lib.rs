@@ -5,12 +5,14 @@
 //! `docs/request-path.md` for the picture and the module of each step.
 
 pub mod admin;
+pub mod bans;
 pub mod classify;
 pub mod client_ip;
 pub mod config;
 pub mod ctl;
 pub mod decide;
 pub mod deny;
+pub mod enumeration;
 pub mod forward;
 pub mod limits;
 pub mod log;
