@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::log::{Level, Record, Value};
 use crate::server::{now_ms, Shared};
 
 /// How recent the app's last sign of life must be for `/readyz`.
@@ -136,8 +137,141 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
             }
         }
         (_, "/admin/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        (&Method::GET, "/admin/bans") => {
+            let bans = shared.bans.list(chrono::Utc::now().timestamp());
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "bans": bans }).to_string(),
+            )
+        }
+        (&Method::POST, "/admin/bans") => add_ban(shared, req).await,
+        (&Method::DELETE, "/admin/bans") => {
+            let cidr = query_param(req.uri().query().unwrap_or(""), "cidr").unwrap_or_default();
+            match parse_net(&cidr) {
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+                Ok(net) => match shared.bans.lift(net) {
+                    Some(ban) => {
+                        shared.log.log(
+                            Record::new(Level::Notice, "Ban lifted")
+                                .with("net", net.to_string())
+                                .with("reason", ban.reason.as_str()),
+                        );
+                        json(
+                            StatusCode::OK,
+                            serde_json::json!({ "lifted": ban }).to_string(),
+                        )
+                    }
+                    None => error(StatusCode::NOT_FOUND, &format!("no ban of exactly {net}")),
+                },
+            }
+        }
+        (_, "/admin/bans") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE"),
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
+}
+
+/// Largest admin request body read.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBan {
+    cidr: String,
+    #[serde(rename = "for")]
+    duration: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn add_ban(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is too large or broken",
+            )
+        }
+    };
+    let new: NewBan = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                "expected {{\"cidr\":\"198.51.100.0/24\",\"for\":\"2h\",\"reason\":\"…\"}}: {e}"
+            ),
+            )
+        }
+    };
+    let net = match parse_net(&new.cidr) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    };
+    let duration = match crate::config::units::parse_duration(&new.duration) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "\"for\" must be longer than zero",
+            )
+        }
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    };
+    let reason = if new.reason.trim().is_empty() {
+        "manual ban".to_string()
+    } else {
+        new.reason
+    };
+    let ban = shared
+        .bans
+        .ban_manual(net, duration, &reason, chrono::Utc::now().timestamp());
+    shared.log.log(
+        Record::new(Level::Warning, "Manual ban")
+            .with("net", net.to_string())
+            .with("ban_seconds", crate::deny::retry_after_secs(duration))
+            .with("until", crate::housekeeping::rfc3339(ban.until))
+            .with("reason", Value::request(&reason)),
+    );
+    json(
+        StatusCode::CREATED,
+        serde_json::json!({ "ban": ban }).to_string(),
+    )
+}
+
+/// An address (a single-client ban) or a network; host bits must be clear.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(crate::client_ip::canonical_net(ipnet::IpNet::from(ip)));
+    }
+    let net: ipnet::IpNet = text.parse().map_err(|_| {
+        format!("{text:?} is not an IP address or CIDR: write e.g. \"198.51.100.0/24\"")
+    })?;
+    let net = crate::client_ip::canonical_net(net);
+    if net != net.trunc() {
+        return Err(format!(
+            "{text:?} has host bits set: write the network, {}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// The value of `name` in a query string (percent-decoded).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
 }
 
 /// Serves the admin API on `listener` until shutdown.

@@ -2,6 +2,7 @@
 //! lock, no I/O. The order is SPEC §4's: blocklist and bans, switches, revoked and malformed
 //! tokens, rate limits; the checks this build has are below in that order.
 
+use crate::bans::Bans;
 use crate::classify::ClassId;
 use crate::client_ip::ClientKey;
 use crate::deny::Denial;
@@ -11,6 +12,8 @@ use crate::snapshot::Snapshot;
 /// What the decision reads about a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
+    /// The client IP.
+    pub ip: std::net::IpAddr,
     /// The route class, when it is a guest route.
     pub class: Option<ClassId>,
     /// The join token, as Laravel would bind it.
@@ -25,7 +28,16 @@ pub struct Facts<'a> {
 
 /// Decides one request: `Some(denial)` to answer it, `None` to forward it. Shadow limits that
 /// the request exceeded are appended to `shadowed` (it goes through all the same).
-pub fn decide(snap: &Snapshot, facts: &Facts<'_>, shadowed: &mut Vec<Exceeded>) -> Option<Denial> {
+pub fn decide(
+    snap: &Snapshot,
+    bans: &Bans,
+    facts: &Facts<'_>,
+    shadowed: &mut Vec<Exceeded>,
+) -> Option<Denial> {
+    // Bans apply on every path: a client caught guessing tokens does not reach the app at all.
+    if let Some((net, retry_after)) = bans.lookup(facts.ip, facts.now_unix) {
+        return Some(Denial::Banned { net, retry_after });
+    }
     let class = facts.class?;
     if let Some(switch) = snap
         .switches
@@ -37,6 +49,11 @@ pub fn decide(snap: &Snapshot, facts: &Facts<'_>, shadowed: &mut Vec<Exceeded>) 
             message: switch.message.clone(),
             retry_after: switch.retry_after_at(facts.now_unix),
         });
+    }
+    if let (Some(e), Some(token)) = (&snap.loaded.config.enumeration, facts.token) {
+        if !e.token_pattern.is_match(token) {
+            return Some(Denial::InvalidToken);
+        }
     }
     if snap.limits.is_empty() {
         return None;

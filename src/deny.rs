@@ -24,6 +24,15 @@ pub enum Denial {
     BadRequest(&'static str),
     /// A rate limit was exceeded.
     RateLimited(Exceeded),
+    /// The client (or its network) is banned for token guessing.
+    Banned {
+        /// The banned network.
+        net: ipnet::IpNet,
+        /// The ban left.
+        retry_after: Duration,
+    },
+    /// The token does not match `token_pattern`.
+    InvalidToken,
     /// A switch pauses the route class.
     Paused {
         /// The switch's name.
@@ -45,6 +54,8 @@ impl Denial {
             Denial::BadRequest(_) => StatusCode::BAD_REQUEST,
             Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Denial::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Denial::Banned { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Denial::InvalidToken => StatusCode::NOT_FOUND,
         }
     }
 
@@ -57,6 +68,8 @@ impl Denial {
             Denial::BadRequest(_) => "bad_request",
             Denial::RateLimited(_) => "token_rate_limited",
             Denial::Paused { .. } => "service_paused",
+            Denial::Banned { .. } => "ip_banned",
+            Denial::InvalidToken => "invalid_token",
         }
     }
 
@@ -70,6 +83,8 @@ impl Denial {
             // Laravel's own 429 says this.
             Denial::RateLimited(_) => "Too Many Attempts.",
             Denial::Paused { message, .. } => message,
+            Denial::Banned { .. } => "Too Many Attempts.",
+            Denial::InvalidToken => "The provided join token is invalid.",
         }
     }
 
@@ -82,6 +97,8 @@ impl Denial {
             | Denial::BadRequest(_) => None,
             Denial::RateLimited(e) => Some(e.retry_after),
             Denial::Paused { retry_after, .. } => Some(*retry_after),
+            Denial::Banned { retry_after, .. } => Some(*retry_after),
+            Denial::InvalidToken => None,
         }
     }
 }

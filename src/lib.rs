@@ -14,6 +14,7 @@ pub mod decide;
 pub mod deny;
 pub mod enumeration;
 pub mod forward;
+pub mod housekeeping;
 pub mod limits;
 pub mod log;
 pub mod reload;
@@ -97,8 +98,10 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let addr = guest.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let log = log::LogSink::start(&config.log)?;
+    let state_file = config.server.state_file.clone();
+    let bans = load_bans(&state_file, &log.handle());
     let snapshot = Snapshot::build(Arc::new(loaded), 1, None)?;
-    let shared = Arc::new(Shared::new(snapshot, log.handle()));
+    let shared = Arc::new(Shared::new(snapshot, log.handle(), bans));
     let (stop, stopped) = watch::channel(false);
     let watched = reload::Watched::now(&shared);
     let tasks = vec![
@@ -110,7 +113,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         )),
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
         tokio::spawn(reload::watch(shared.clone(), watched, stopped.clone())),
-        tokio::spawn(janitor(shared.clone(), stopped)),
+        tokio::spawn(housekeeping::run(shared.clone(), stopped)),
     ];
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.
     drop(log.handle().spawn_fold_sweeper());
@@ -124,24 +127,22 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     })
 }
 
-/// How often idle limiter keys are pruned.
-pub const JANITOR_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Prunes idle keys from every limiter of the snapshot in force, every [`JANITOR_PERIOD`].
-async fn janitor(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(JANITOR_PERIOD);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = server::stopped(&mut stopped) => return,
+/// Loads the bans kept across restarts. A missing file is no bans; a corrupt one is set aside
+/// (kept as `<file>.corrupt` for inspection), logged, and the shield starts with no bans rather
+/// than not at all.
+fn load_bans(path: &std::path::Path, log: &log::LogHandle) -> bans::Bans {
+    match bans::Bans::load(path, chrono::Utc::now().timestamp()) {
+        Ok(b) => b,
+        Err(e) => {
+            let kept = bans::set_aside(path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|err| format!("(could not be set aside: {err})"));
+            log.log(
+                log::Record::new(log::Level::Error, "Shield state file unreadable")
+                    .with("error", e.to_string())
+                    .with("kept_as", kept),
+            );
+            bans::Bans::new()
         }
-        let snap = shared.snapshot.load_full();
-        // Pruning walks whole tables: keep it off the async workers.
-        let _ = tokio::task::spawn_blocking(move || {
-            for rule in &snap.limits {
-                rule.limiter.prune();
-            }
-        })
-        .await;
     }
 }

@@ -103,6 +103,24 @@ enum Command {
 enum CtlAction {
     /// Reload the configuration and lists now.
     Reload,
+    /// List active bans (automatic and manual).
+    Bans,
+    /// Ban a client address or network.
+    Ban {
+        /// An address (`203.0.113.7`) or a network (`198.51.100.0/24`).
+        cidr: String,
+        /// How long: `30m`, `2h`, `1d`.
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        /// Why (shown in `ctl bans` and the log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift the ban of exactly this address or network.
+    Unban {
+        /// The banned address or network, as `ctl bans` lists it.
+        cidr: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -246,9 +264,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     if let Some(e) = &c.enumeration {
         println!(
             "  guessing    ban after {} distinct failed tokens ({} per prefix) within {}",
-            e.max_failures,
-            e.prefix_max_failures,
-            joinshield::config::units::format_duration(e.window)
+            e.settings.max_failures,
+            e.settings.prefix_max_failures,
+            joinshield::config::units::format_duration(e.settings.window)
         );
     }
     println!("  state file  {}", c.server.state_file.display());
@@ -397,6 +415,24 @@ async fn ctl(
     let client = AdminClient::new(&admin_url(path, admin)?, token);
     let reply = match &action {
         CtlAction::Reload => client.call("POST", "/admin/reload", None).await?,
+        CtlAction::Bans => client.call("GET", "/admin/bans", None).await?,
+        CtlAction::Ban {
+            cidr,
+            duration,
+            reason,
+        } => {
+            let body =
+                serde_json::json!({ "cidr": cidr, "for": duration, "reason": reason }).to_string();
+            client.call("POST", "/admin/bans", Some(&body)).await?
+        }
+        CtlAction::Unban { cidr } => {
+            let q: String =
+                percent_encoding::utf8_percent_encode(cidr, percent_encoding::NON_ALPHANUMERIC)
+                    .collect();
+            client
+                .call("DELETE", &format!("/admin/bans?cidr={q}"), None)
+                .await?
+        }
     };
     if json || reply.status >= 400 {
         println!("{}", reply.body.trim_end());
@@ -421,6 +457,48 @@ fn print_human(action: &CtlAction, body: &str) {
             for w in v["warnings"].as_array().into_iter().flatten() {
                 println!("  warning: {}", w.as_str().unwrap_or_default());
             }
+        }
+        CtlAction::Bans => {
+            let bans = v["bans"].as_array().cloned().unwrap_or_default();
+            if bans.is_empty() {
+                println!("no active bans");
+                return;
+            }
+            let now = chrono::Utc::now().timestamp();
+            println!(
+                "{:<43} {:<9} {:>9} {:<20} {:>7}  reason",
+                "network", "source", "left", "until", "tokens"
+            );
+            for b in bans {
+                let until = b["until"].as_i64().unwrap_or_default();
+                println!(
+                    "{:<43} {:<9} {:>9} {:<20} {:>7}  {}",
+                    b["net"].as_str().unwrap_or_default(),
+                    b["source"].as_str().unwrap_or_default(),
+                    joinshield::config::units::format_duration(std::time::Duration::from_secs(
+                        until.saturating_sub(now).max(0).unsigned_abs()
+                    )),
+                    instant(until),
+                    b["distinct_tokens"]
+                        .as_u64()
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    b["reason"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        CtlAction::Ban { .. } => {
+            println!(
+                "banned {} until {}",
+                v["ban"]["net"].as_str().unwrap_or_default(),
+                instant(v["ban"]["until"].as_i64().unwrap_or_default())
+            );
+        }
+        CtlAction::Unban { .. } => {
+            println!(
+                "lifted the ban of {}",
+                v["lifted"]["net"].as_str().unwrap_or_default()
+            );
         }
     }
 }

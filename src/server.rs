@@ -22,9 +22,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bans::Bans;
 use crate::client_ip::{client_ip, ClientKey};
 use crate::decide::{decide, Facts};
 use crate::deny::{self, Denial, Seen};
+use crate::enumeration::FailureCounter;
 use crate::forward::{self, ForwardInfo, RequestIds, Upstream, X_REQUEST_ID};
 use crate::limits;
 use crate::log::LogHandle;
@@ -52,11 +54,20 @@ pub struct Shared {
     pub reload_lock: std::sync::Mutex<()>,
     /// The version in force, for whoever waits for a reload ("version >= n", never a sleep).
     pub version: watch::Sender<u64>,
+    /// Active bans (automatic and manual); state kept across restarts.
+    pub bans: Bans,
+    /// Distinct failed tokens per client and prefix.
+    pub failures: FailureCounter,
 }
+
+/// Most clients and prefixes whose failed tokens are counted at once.
+pub const FAILURE_TABLE_CLIENTS: usize = 100_000;
+/// See [`FAILURE_TABLE_CLIENTS`].
+pub const FAILURE_TABLE_PREFIXES: usize = 50_000;
 
 impl Shared {
     /// Shared state around a first snapshot.
-    pub fn new(snapshot: Snapshot, log: LogHandle) -> Self {
+    pub fn new(snapshot: Snapshot, log: LogHandle, bans: Bans) -> Self {
         let connect = snapshot
             .loaded
             .config
@@ -71,6 +82,8 @@ impl Shared {
             log,
             reload_lock: std::sync::Mutex::new(()),
             version: watch::Sender::new(1),
+            bans,
+            failures: FailureCounter::new(FAILURE_TABLE_CLIENTS, FAILURE_TABLE_PREFIXES),
         }
     }
 
@@ -122,29 +135,34 @@ pub async fn handle(
         request_id: &request_id,
     };
     let keep = snap.loaded.config.log.token_preview;
-    let verdict = match check_framing(&req, snap.loaded.config.server.max_body) {
-        Some(denial) => Some(denial),
-        None => {
-            let facts = Facts {
-                class: classified.class,
-                token: seen.token,
-                client: client_key,
-                client_hash: seen.client_key,
-                now_unix: chrono::Utc::now().timestamp(),
-            };
-            let mut shadowed = Vec::new();
-            let verdict = decide(&snap, &facts, &mut shadowed);
-            for hit in shadowed {
-                deny::log_denial(&shared.log, keep, &Denial::RateLimited(hit), &seen, true);
-            }
-            verdict
-        }
+    let now_unix = chrono::Utc::now().timestamp();
+    let facts = Facts {
+        ip: client,
+        class: classified.class,
+        token: classified.token.as_deref(),
+        client: client_key,
+        client_hash: seen.client_key,
+        now_unix,
     };
+    let verdict = check_framing(&req, snap.loaded.config.server.max_body).or_else(|| {
+        let mut shadowed = Vec::new();
+        let verdict = decide(&snap, &shared.bans, &facts, &mut shadowed);
+        for hit in shadowed {
+            deny::log_denial(&shared.log, keep, &Denial::RateLimited(hit), &seen, true);
+        }
+        verdict
+    });
     if let Some(denial) = verdict {
         deny::log_denial(&shared.log, keep, &denial, &seen, false);
+        if denial == Denial::InvalidToken {
+            // A malformed token is a failed guess too, answered without asking the app.
+            count_failure(&shared, &snap, &facts);
+        }
         return Ok(answer(&denial, &request_id, has_body(&req)));
     }
     let client_hash = seen.client_key;
+    // Only guest requests with a token, and only when guessing detection is on, are counted.
+    let counts_failures = snap.loaded.config.enumeration.is_some() && classified.token.is_some();
 
     let server = &snap.loaded.config.server;
     let upstream_uri = server.upstream.uri.clone();
@@ -170,6 +188,9 @@ pub async fn handle(
     match shared.upstream.send(up, timeout).await {
         Ok(mut resp) => {
             shared.note_upstream_ok();
+            if counts_failures {
+                observe(&shared, resp.status().as_u16(), &facts);
+            }
             forward::prepare_response(&mut resp, &request_id);
             Ok(resp.map(Either::Left))
         }
@@ -197,6 +218,44 @@ pub async fn handle(
             );
             Ok(answer(&denial, &request_id, false))
         }
+    }
+}
+
+/// Feeds the app's answer to a guest request into the guessing counters.
+fn observe(shared: &Shared, status: u16, facts: &Facts<'_>) {
+    let snap = shared.snapshot.load();
+    let counts = snap
+        .loaded
+        .config
+        .enumeration
+        .as_ref()
+        .is_some_and(|e| e.settings.counts(status));
+    if counts {
+        count_failure(shared, &snap, facts);
+    }
+}
+
+/// Counts one failed token of `facts`' client; a client or prefix that reaches its threshold is
+/// banned and logged.
+fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
+    let (Some(e), Some(token)) = (&snap.loaded.config.enumeration, facts.token) else {
+        return;
+    };
+    let v6 = snap.loaded.config.client.ipv6_prefix;
+    let offences = shared.failures.record(
+        &e.settings,
+        facts.client,
+        facts.ip,
+        token,
+        std::time::Instant::now(),
+        v6,
+    );
+    for offence in offences {
+        let ban =
+            shared
+                .bans
+                .ban_offence(&offence, e.settings.ban, e.settings.max_ban, facts.now_unix);
+        shared.log.log(crate::bans::brute_force_record(&ban, v6));
     }
 }
 

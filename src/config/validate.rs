@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use super::file::{Field, FileConfig, Unknown};
 use super::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
 use crate::classify::RouteSpec;
+use crate::enumeration::{EnumerationSettings, MAX_DISTINCT};
 use crate::limits::{KeyKind, Mode};
 use crate::log::{Format, LogConfig};
 use std::num::NonZeroU32;
@@ -69,18 +70,8 @@ pub struct SwitchSpec {
 /// The validated `[enumeration]`.
 #[derive(Debug, Clone)]
 pub struct EnumerationSpec {
-    /// Upstream statuses on guest routes that count as a failed token.
-    pub statuses: Vec<u16>,
-    /// Distinct failed tokens that ban a client.
-    pub max_failures: u32,
-    /// Distinct failed tokens that ban an IPv4 /24 or IPv6 /48.
-    pub prefix_max_failures: u32,
-    /// The counting window.
-    pub window: Duration,
-    /// First ban.
-    pub ban: Duration,
-    /// Longest ban.
-    pub max_ban: Duration,
+    /// Statuses, thresholds, window and ban lengths.
+    pub settings: EnumerationSettings,
     /// The pattern of a well-formed token, as written.
     pub token_pattern_text: String,
     /// The compiled pattern.
@@ -89,13 +80,7 @@ pub struct EnumerationSpec {
 
 impl PartialEq for EnumerationSpec {
     fn eq(&self, o: &Self) -> bool {
-        self.statuses == o.statuses
-            && self.max_failures == o.max_failures
-            && self.prefix_max_failures == o.prefix_max_failures
-            && self.window == o.window
-            && self.ban == o.ban
-            && self.max_ban == o.max_ban
-            && self.token_pattern_text == o.token_pattern_text
+        self.settings == o.settings && self.token_pattern_text == o.token_pattern_text
     }
 }
 
@@ -735,11 +720,13 @@ fn validate_enumeration(
         errors
             .get(key, f, default)
             .and_then(|n| match u32::try_from(n) {
-                Ok(n) if n >= 1 => Some(n),
+                Ok(n) if (1..=MAX_DISTINCT).contains(&n) => Some(n),
                 _ => {
                     errors.push(
                         key,
-                        format!("{n} is not a count: give a whole number of at least 1"),
+                        format!(
+                            "{n} is out of range: give a whole number from 1 to {MAX_DISTINCT}"
+                        ),
                     );
                     None
                 }
@@ -797,12 +784,14 @@ fn validate_enumeration(
         }
     });
     Some(EnumerationSpec {
-        statuses: statuses?,
-        max_failures: max_failures?,
-        prefix_max_failures: prefix_max_failures?,
-        window: window?,
-        ban: ban?,
-        max_ban: max_ban?,
+        settings: EnumerationSettings {
+            statuses: statuses?,
+            max_failures: max_failures?,
+            prefix_max_failures: prefix_max_failures?,
+            window: window?,
+            ban: ban?,
+            max_ban: max_ban?,
+        },
         token_pattern_text: pattern_text?,
         token_pattern: token_pattern?,
     })
