@@ -5,7 +5,8 @@ COPY . .
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 shield
+RUN useradd --system --uid 10001 shield \
+    && mkdir -p /var/lib/joinshield && chown shield /var/lib/joinshield
 COPY --from=build /src/target/release/joinshield /usr/local/bin/joinshield
 COPY config /etc/joinshield
 USER shield
