@@ -12,6 +12,7 @@ pub mod decide;
 pub mod deny;
 pub mod forward;
 pub mod limits;
+pub mod lists;
 pub mod log;
 pub mod reload;
 pub mod server;
