@@ -310,6 +310,10 @@ trait Bits: Copy + Ord + fmt::Debug {
     fn contains(start: Self, prefix: u8, ip: Self) -> bool;
     /// The last address of the network `start/prefix`.
     fn last(start: Self, prefix: u8) -> Self;
+    /// How many leading bits `a` and `b` share.
+    fn common(a: Self, b: Self) -> u32;
+    /// The `bits` bits of `self` that follow its first `skip` bits.
+    fn bucket(self, skip: u32, bits: u32) -> usize;
 }
 
 macro_rules! bits {
@@ -332,6 +336,21 @@ macro_rules! bits {
                     .map_or(<$t>::MAX, |m| m.wrapping_sub(1));
                 start | mask
             }
+            fn common(a: Self, b: Self) -> u32 {
+                (a ^ b).leading_zeros()
+            }
+            fn bucket(self, skip: u32, bits: u32) -> usize {
+                let top = match u32::from(<Self as Bits>::WIDTH).checked_sub(bits) {
+                    Some(rest) if bits > 0 => self
+                        .checked_shl(skip)
+                        .unwrap_or(0)
+                        .checked_shr(rest)
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                // At most RADIX_BITS bits: always fits.
+                usize::try_from(top).unwrap_or(0)
+            }
         }
     };
 }
@@ -350,11 +369,22 @@ struct Node {
     prefix: u8,
 }
 
+/// The most bits of the radix index in front of the binary search (a 256 KiB table at most).
+const RADIX_BITS: u32 = 16;
+
 /// One family's distinct networks, sorted by `(start, prefix)`; `starts` and `nodes` are parallel.
+///
+/// A binary search over a million starts takes twenty dependent cache misses, so a radix index
+/// narrows it first: all starts share their first `skip` bits (those of the lowest and highest
+/// start), and `radix[b]..radix[b + 1]` are the starts whose next `bits` bits are `b`. Buckets
+/// are derived from the data's own spread, so a list concentrated in one IPv6 /32 still spreads.
 #[derive(Clone, Default)]
 struct Table<A> {
     starts: Vec<A>,
     nodes: Vec<Node>,
+    skip: u32,
+    bits: u32,
+    radix: Vec<u32>,
 }
 
 impl<A: Bits> Table<A> {
@@ -385,12 +415,64 @@ impl<A: Bits> Table<A> {
             // Indices fit: the caller refuses more than u32::MAX - 1 entries.
             open.push((start, prefix, u32::try_from(i).unwrap_or(NO_PARENT)));
         }
-        Table { starts, nodes }
+        let mut table = Table {
+            starts,
+            nodes,
+            skip: 0,
+            bits: 0,
+            radix: Vec::new(),
+        };
+        table.index();
+        table
+    }
+
+    /// Builds the radix index over `starts`.
+    fn index(&mut self) {
+        let (Some(&lo), Some(&hi)) = (self.starts.first(), self.starts.last()) else {
+            return;
+        };
+        self.skip = A::common(lo, hi);
+        let room = u32::from(A::WIDTH).saturating_sub(self.skip);
+        // About one bucket per start, no more than RADIX_BITS bits.
+        let wanted = usize::BITS - self.starts.len().leading_zeros();
+        self.bits = wanted.min(RADIX_BITS).min(room);
+        let buckets = 1usize << self.bits;
+        let mut radix = Vec::with_capacity(buckets + 1);
+        let mut at = 0usize;
+        for b in 0..buckets {
+            while self
+                .starts
+                .get(at)
+                .is_some_and(|s| s.bucket(self.skip, self.bits) < b)
+            {
+                at += 1;
+            }
+            radix.push(u32::try_from(at).unwrap_or(u32::MAX));
+        }
+        radix.push(u32::try_from(self.starts.len()).unwrap_or(u32::MAX));
+        self.radix = radix;
+    }
+
+    /// The index of the last start at or before `ip`.
+    fn last_start_at_or_before(&self, ip: A) -> Option<usize> {
+        let (&lo, &hi) = (self.starts.first()?, self.starts.last()?);
+        if ip < lo {
+            return None;
+        }
+        if ip >= hi {
+            return self.starts.len().checked_sub(1);
+        }
+        // Here lo <= ip < hi, so ip shares their first `skip` bits.
+        let b = ip.bucket(self.skip, self.bits);
+        let from = *self.radix.get(b)? as usize;
+        let to = *self.radix.get(b + 1)? as usize;
+        let within = self.starts.get(from..to)?.partition_point(|&s| s <= ip);
+        (from + within).checked_sub(1)
     }
 
     /// The most specific network containing `ip` whose entry is in force at `now`.
     fn find(&self, ip: A, now: i64) -> Option<&Node> {
-        let mut at = self.starts.partition_point(|&s| s <= ip).checked_sub(1)?;
+        let mut at = self.last_start_at_or_before(ip)?;
         // Every network containing `ip` is `at` or encloses it; parents have smaller indices,
         // so the walk ends.
         loop {

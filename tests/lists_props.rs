@@ -158,3 +158,51 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// A large list exercises the full-width radix index that small generated lists never reach.
+#[test]
+fn lookup_in_a_large_list_equals_a_naive_scan() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(42);
+    let mut expected = Vec::new();
+    let mut text = String::new();
+    for _ in 0..20_000 {
+        let net = if rng.random_range(0..4) == 0 {
+            let a = (0x2001_0db8u128 << 96) | (u128::from(rng.random::<u32>()) << 64);
+            IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), rng.random_range(32..=128))
+        } else {
+            let a = 0x0a00_0000 | (rng.random::<u32>() & 0x00ff_ffff);
+            IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), rng.random_range(8..=32))
+        }
+        .map(|n| n.trunc())
+        .unwrap_or_default();
+        let until = (rng.random_range(0..3) == 0).then(|| rng.random_range(0..10));
+        match until {
+            Some(t) => text.push_str(&format!("{net} until={}\n", instant(t))),
+            None => text.push_str(&format!("{net}\n")),
+        }
+        expected.push((net, until.map(|t| BASE + t)));
+    }
+    let list = match IpList::parse(&text, Path::new("list.txt")) {
+        Ok(l) => l,
+        Err(e) => panic!("{e:?}"),
+    };
+    for i in 0..3_000u32 {
+        let ip = match i % 3 {
+            0 => IpAddr::V4(Ipv4Addr::from(
+                0x0a00_0000 | (rng.random::<u32>() & 0x00ff_ffff),
+            )),
+            1 => IpAddr::V4(Ipv4Addr::from(rng.random::<u32>())),
+            _ => IpAddr::V6(Ipv6Addr::from(
+                (0x2001_0db8u128 << 96) | (u128::from(rng.random::<u64>()) << 32),
+            )),
+        };
+        let now = BASE + i64::from(i % 11);
+        assert_eq!(
+            list.lookup(ip, now).map(|(n, _)| n.prefix_len()),
+            naive(&expected, ip, now),
+            "{ip} at {now}"
+        );
+    }
+}
