@@ -34,7 +34,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha2::{Digest as _, Sha256};
 
 use crate::client_ip::{canonical, canonical_net};
@@ -471,7 +471,7 @@ impl<A: Bits> Table<A> {
     }
 
     /// The most specific network containing `ip` whose entry is in force at `now`.
-    fn find(&self, ip: A, now: i64) -> Option<&Node> {
+    fn find(&self, ip: A, now: i64) -> Option<(A, &Node)> {
         let mut at = self.last_start_at_or_before(ip)?;
         // Every network containing `ip` is `at` or encloses it; parents have smaller indices,
         // so the walk ends.
@@ -479,7 +479,7 @@ impl<A: Bits> Table<A> {
             let node = self.nodes.get(at)?;
             let start = *self.starts.get(at)?;
             if node.until > now && A::contains(start, node.prefix, ip) {
-                return Some(node);
+                return Some((start, node));
             }
             if node.parent == NO_PARENT {
                 return None;
@@ -658,11 +658,20 @@ impl IpList {
     /// <= now. If several match (nested CIDRs), any unexpired one; prefer the most specific.
     /// This returns the most specific, and among duplicates of it the longest-lived.
     pub fn lookup(&self, ip: IpAddr, now_unix: i64) -> Option<(IpNet, &Entry)> {
-        let node = match canonical(ip) {
-            IpAddr::V4(a) => self.v4.find(u32::from(a), now_unix)?,
-            IpAddr::V6(a) => self.v6.find(u128::from(a), now_unix)?,
+        // The network is rebuilt from the table rather than read beside the entry: a hit then
+        // touches no entry memory until the caller reads it.
+        let (net, node) = match canonical(ip) {
+            IpAddr::V4(a) => {
+                let (start, node) = self.v4.find(u32::from(a), now_unix)?;
+                (Ipv4Net::new(start.into(), node.prefix).ok()?.into(), node)
+            }
+            IpAddr::V6(a) => {
+                let (start, node) = self.v6.find(u128::from(a), now_unix)?;
+                (Ipv6Net::new(start.into(), node.prefix).ok()?.into(), node)
+            }
         };
-        self.entry(node.entry)
+        let (_, entry) = self.entries.get(node.entry as usize)?;
+        Some((net, entry))
     }
 
     fn entry(&self, index: u32) -> Option<(IpNet, &Entry)> {
