@@ -16,6 +16,7 @@ pub mod enumeration;
 pub mod forward;
 pub mod housekeeping;
 pub mod limits;
+pub mod lists;
 pub mod log;
 pub mod reload;
 pub mod server;
