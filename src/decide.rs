@@ -1,6 +1,6 @@
 //! The ordered checks that decide whether a request is forwarded: synchronous, no `.await`, no
-//! lock, no I/O. The order is SPEC §4's: blocklist and bans, switches, revoked and malformed
-//! tokens, rate limits; the checks this build has are below in that order.
+//! I/O. The order is SPEC §4's: blocklist and bans (every path), then on guest routes switches,
+//! revoked and malformed tokens, and rate limits (which allowlisted clients skip).
 
 use crate::bans::Bans;
 use crate::classify::ClassId;
@@ -24,6 +24,8 @@ pub struct Facts<'a> {
     pub client_hash: u64,
     /// Unix seconds now (for temporary rules).
     pub now_unix: i64,
+    /// Whether the client is on the allowlist (exempt from limits and automatic bans).
+    pub allowlisted: bool,
 }
 
 /// Decides one request: `Some(denial)` to answer it, `None` to forward it. Shadow limits that
@@ -34,7 +36,12 @@ pub fn decide(
     facts: &Facts<'_>,
     shadowed: &mut Vec<Exceeded>,
 ) -> Option<Denial> {
-    // Bans apply on every path: a client caught guessing tokens does not reach the app at all.
+    // The blocklist and bans apply on every path: such a client does not reach the app at all.
+    // A client both allowed and blocked is blocked.
+    let lists = &snap.loaded.lists;
+    if !lists.blocklist.is_empty() && lists.blocklist.lookup(facts.ip, facts.now_unix).is_some() {
+        return Some(Denial::Blocked);
+    }
     if let Some((net, retry_after)) = bans.lookup(facts.ip, facts.now_unix) {
         return Some(Denial::Banned { net, retry_after });
     }
@@ -50,12 +57,17 @@ pub fn decide(
             retry_after: switch.retry_after_at(facts.now_unix),
         });
     }
-    if let (Some(e), Some(token)) = (&snap.loaded.config.enumeration, facts.token) {
-        if !e.token_pattern.is_match(token) {
-            return Some(Denial::InvalidToken);
+    if let Some(token) = facts.token {
+        if lists.revoked.lookup(token, facts.now_unix).is_some() {
+            return Some(Denial::Revoked);
+        }
+        if let Some(e) = &snap.loaded.config.enumeration {
+            if !e.token_pattern.is_match(token) {
+                return Some(Denial::InvalidToken);
+            }
         }
     }
-    if snap.limits.is_empty() {
+    if snap.limits.is_empty() || facts.allowlisted {
         return None;
     }
     let client = limits::client_key_hash(facts.client);

@@ -33,6 +33,10 @@ pub enum Denial {
     },
     /// The token does not match `token_pattern`.
     InvalidToken,
+    /// The client is on the blocklist.
+    Blocked,
+    /// The token is on the revoked-tokens list.
+    Revoked,
     /// A switch pauses the route class.
     Paused {
         /// The switch's name.
@@ -56,6 +60,8 @@ impl Denial {
             Denial::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Denial::Banned { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denial::InvalidToken => StatusCode::NOT_FOUND,
+            Denial::Blocked => StatusCode::FORBIDDEN,
+            Denial::Revoked => StatusCode::GONE,
         }
     }
 
@@ -70,6 +76,8 @@ impl Denial {
             Denial::Paused { .. } => "service_paused",
             Denial::Banned { .. } => "ip_banned",
             Denial::InvalidToken => "invalid_token",
+            Denial::Blocked => "ip_blocked",
+            Denial::Revoked => "token_revoked",
         }
     }
 
@@ -85,6 +93,8 @@ impl Denial {
             Denial::Paused { message, .. } => message,
             Denial::Banned { .. } => "Too Many Attempts.",
             Denial::InvalidToken => "The provided join token is invalid.",
+            Denial::Blocked => "Access denied.",
+            Denial::Revoked => "This join token has been revoked.",
         }
     }
 
@@ -98,7 +108,7 @@ impl Denial {
             Denial::RateLimited(e) => Some(e.retry_after),
             Denial::Paused { retry_after, .. } => Some(*retry_after),
             Denial::Banned { retry_after, .. } => Some(*retry_after),
-            Denial::InvalidToken => None,
+            Denial::InvalidToken | Denial::Blocked | Denial::Revoked => None,
         }
     }
 }

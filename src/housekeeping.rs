@@ -63,6 +63,31 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
     let snap = shared.snapshot.load();
     let config = &snap.loaded.config;
     let ended = |until: Option<i64>| until.is_some_and(|u| from < u && u <= to);
+    let lists = &snap.loaded.lists;
+    for (kind, list) in [
+        ("blocklist", &lists.blocklist),
+        ("allowlist", &lists.allowlist),
+    ] {
+        for (net, entry) in list.expiring_between(from, to) {
+            shared.log.log(
+                Record::new(Level::Notice, "Temporary rule expired")
+                    .with("kind", kind)
+                    .with("net", net.to_string())
+                    .with("reason", entry.reason.as_deref().unwrap_or(""))
+                    .with("until", rfc3339(entry.until.unwrap_or_default())),
+            );
+        }
+    }
+    for entry in lists.revoked.expiring_between(from, to) {
+        // A revoked token's entry is named by its line, never by the token.
+        shared.log.log(
+            Record::new(Level::Notice, "Temporary rule expired")
+                .with("kind", "revoked_token")
+                .with("line", entry.line as u64)
+                .with("reason", entry.reason.as_deref().unwrap_or(""))
+                .with("until", rfc3339(entry.until.unwrap_or_default())),
+        );
+    }
     for l in config.limits.iter().filter(|l| ended(l.until)) {
         shared.log.log(
             Record::new(Level::Notice, "Temporary rule expired")

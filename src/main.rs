@@ -10,8 +10,16 @@ use clap::{Parser, Subcommand};
 use joinshield::config::{self, Loaded};
 use joinshield::ctl::AdminClient;
 
-/// The shipped configuration, embedded for `demo`.
-const SHIPPED_CONFIG: &str = include_str!("../config/joinshield.toml");
+/// The shipped configuration and its example lists, embedded for `demo`.
+const SHIPPED: [(&str, &str); 4] = [
+    ("joinshield.toml", include_str!("../config/joinshield.toml")),
+    ("blocklist.txt", include_str!("../config/blocklist.txt")),
+    ("allowlist.txt", include_str!("../config/allowlist.txt")),
+    (
+        "revoked-tokens.txt",
+        include_str!("../config/revoked-tokens.txt"),
+    ),
+];
 
 #[derive(Parser)]
 #[command(
@@ -270,6 +278,16 @@ fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     println!("  state file  {}", c.server.state_file.display());
+    let l = &loaded.lists;
+    println!(
+        "  lists       blocklist {} entries, allowlist {}, revoked tokens {}",
+        l.blocklist.len(),
+        l.allowlist.len(),
+        l.revoked.len()
+    );
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
     ExitCode::SUCCESS
 }
 
@@ -314,9 +332,11 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
     let standin = joinshield::standin::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), false).await?;
     let dir = std::env::temp_dir().join(format!("joinshield-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, text) in SHIPPED {
+        let file = dir.join(name);
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     let path = dir.join("joinshield.toml");
-    std::fs::write(&path, SHIPPED_CONFIG)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     let mut loaded = config::load(&path).map_err(|errs| {
         anyhow!(
             "the shipped configuration is invalid: {}",
@@ -336,7 +356,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
     let t = joinshield::standin::DEMO_TOKENS[0];
     let banner = format!(
         "joinshield demo: the shipped configuration in front of a stand-in of the guest API ({})\n\
-         Configuration copied to {} (edit it, then send SIGHUP to reload).\n\
+         Configuration copied to {} (edit it or its lists: saved edits apply within a second).\n\
          Try:\n  \
          curl -i http://{{shield}}/api/v1/events/{t}\n  \
          curl -i http://{{shield}}/api/v1/gallery/{t}/photos\n  \

@@ -74,6 +74,26 @@ pub fn reload(shared: &Shared) -> Outcome {
         changes.push("route classes changed".to_string());
     }
     changes.extend(limit_changes(&old.limits, &new.limits));
+    let (old_lists, new_lists) = (&current.loaded.lists, &loaded.lists);
+    for (name, (added, removed)) in [
+        (
+            "blocklist",
+            crate::lists::ip_diff(&old_lists.blocklist, &new_lists.blocklist),
+        ),
+        (
+            "allowlist",
+            crate::lists::ip_diff(&old_lists.allowlist, &new_lists.allowlist),
+        ),
+        (
+            "revoked_tokens",
+            crate::lists::token_diff(&old_lists.revoked, &new_lists.revoked),
+        ),
+    ] {
+        if added + removed > 0 {
+            changes.push(format!("{name} +{added} -{removed}"));
+        }
+    }
+    warnings.extend(loaded.warnings.iter().cloned());
     changes.extend(switch_changes(&old.switches, &new.switches));
     if old.enumeration != new.enumeration {
         changes.push(match (&old.enumeration, &new.enumeration) {

@@ -143,6 +143,10 @@ pub async fn handle(
         client: client_key,
         client_hash: seen.client_key,
         now_unix,
+        allowlisted: {
+            let allow = &snap.loaded.lists.allowlist;
+            !allow.is_empty() && allow.lookup(client, now_unix).is_some()
+        },
     };
     let verdict = check_framing(&req, snap.loaded.config.server.max_body).or_else(|| {
         let mut shadowed = Vec::new();
@@ -162,7 +166,9 @@ pub async fn handle(
     }
     let client_hash = seen.client_key;
     // Only guest requests with a token, and only when guessing detection is on, are counted.
-    let counts_failures = snap.loaded.config.enumeration.is_some() && classified.token.is_some();
+    let counts_failures = snap.loaded.config.enumeration.is_some()
+        && classified.token.is_some()
+        && !facts.allowlisted;
 
     let server = &snap.loaded.config.server;
     let upstream_uri = server.upstream.uri.clone();
@@ -241,6 +247,9 @@ fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
     let (Some(e), Some(token)) = (&snap.loaded.config.enumeration, facts.token) else {
         return;
     };
+    if facts.allowlisted {
+        return;
+    }
     let v6 = snap.loaded.config.client.ipv6_prefix;
     let offences = shared.failures.record(
         &e.settings,

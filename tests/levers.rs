@@ -187,3 +187,188 @@ async fn admin_actions_are_off_without_the_token_variable() {
         403
     );
 }
+
+fn lists_config() -> String {
+    "[lists]\nblocklist = \"block.txt\"\nallowlist = \"allow.txt\"\nrevoked_tokens = \"revoked.txt\"\n\n\
+     [[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 1\n\n\
+     [enumeration]\nmax_failures = 2\n"
+        .to_string()
+}
+
+/// A shield whose list files are written before it starts.
+async fn with_lists(block: &str, allow: &str, revoked: &str) -> Harness {
+    let app = joinshield::standin::spawn("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("block.txt"), block).unwrap();
+    std::fs::write(dir.path().join("allow.txt"), allow).unwrap();
+    std::fs::write(dir.path().join("revoked.txt"), revoked).unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(
+        &path,
+        config_text(&format!("http://{}", app.addr), "", &lists_config()),
+    )
+    .unwrap();
+    let shield = joinshield::start(joinshield::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    Harness { shield, app, dir }
+}
+
+async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
+    get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
+}
+
+#[tokio::test]
+async fn blocklisted_clients_get_403_on_every_path_even_when_also_allowed() {
+    let h = with_lists(
+        "203.0.113.7\n198.51.100.0/24 reason=\"SEV-2\"\n2001:db8:abcd::/48\n",
+        "198.51.100.9\n",
+        "",
+    )
+    .await;
+    for (ip, path) in [
+        ("203.0.113.7", "/"),
+        ("::ffff:203.0.113.7", "/api/v1/events/demo-wedding-2026"),
+        ("198.51.100.9", "/contact"),
+        ("2001:db8:abcd:1::5", "/gallery/demo-wedding-2026"),
+    ] {
+        let a = from(&h, ip, path).await;
+        assert_eq!(a.status, 403, "{ip} {path}");
+        assert_eq!(a.json()["error"]["code"], "ip_blocked");
+    }
+    assert_eq!(h.upstream_requests(), 0);
+    assert_eq!(from(&h, "203.0.113.8", "/").await.status, 200);
+    let lines = h.log_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("production.WARNING: Access denied {\"reason\":\"ip_blocked\"")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn allowlisted_clients_skip_limits_and_are_never_banned() {
+    let h = with_lists("", "192.0.2.10 reason=\"uptime monitor\"\n", "").await;
+    for i in 0..10 {
+        assert_eq!(
+            from(&h, "192.0.2.10", "/api/v1/events/demo-wedding-2026")
+                .await
+                .status,
+            200,
+            "{i}"
+        );
+        from(&h, "192.0.2.10", &format!("/api/v1/events/guess-{i:06}")).await;
+    }
+    assert_eq!(
+        from(&h, "192.0.2.10", "/api/v1/events/demo-wedding-2026")
+            .await
+            .status,
+        200
+    );
+    assert!(h.shield.shared.bans.is_empty());
+    // Others are still limited.
+    assert_eq!(
+        from(&h, "192.0.2.11", "/api/v1/events/demo-wedding-2026")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        from(&h, "192.0.2.11", "/api/v1/events/demo-wedding-2026")
+            .await
+            .status,
+        429
+    );
+}
+
+#[tokio::test]
+async fn revoked_tokens_are_answered_410_in_plain_and_sha256_form() {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(b"demo-leaked-token-2"));
+    let h = with_lists(
+        "",
+        "",
+        &format!("demo-leaked-token-1\nsha256:{digest} reason=\"posted publicly\"\n"),
+    )
+    .await;
+    for (i, path) in [
+        "/api/v1/events/demo-leaked-token-1",
+        "/api/v1/gallery/demo-leaked-token-2/photos",
+        "/api/v1/gallery%2Fdemo-leaked-token-2%2Fdownload",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = from(&h, &format!("203.0.113.{}", 40 + i), path).await;
+        assert_eq!(a.status, 410, "{path}");
+        assert_eq!(a.json()["error"]["code"], "token_revoked");
+    }
+    assert_eq!(h.upstream_requests(), 0);
+    let lines = h.log_lines().await;
+    assert!(
+        lines.iter().all(|l| !l.contains("demo-leaked-token")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_list_edit_applies_live_and_a_broken_one_keeps_the_old_list() {
+    let h = with_lists("", "", "").await;
+    assert_eq!(from(&h, "203.0.113.99", "/").await.status, 200);
+    std::fs::write(
+        h.dir.path().join("block.txt"),
+        "203.0.113.99 reason=\"incident\"\n",
+    )
+    .unwrap();
+    wait_version(&h, 2).await;
+    assert_eq!(from(&h, "203.0.113.99", "/").await.status, 403);
+    std::fs::write(
+        h.dir.path().join("block.txt"),
+        "203.0.113.99\n203.0.113.300\n",
+    )
+    .unwrap();
+    match joinshield::reload::reload_logged(&h.shield.shared) {
+        joinshield::reload::Outcome::Rejected { errors, kept } => {
+            assert_eq!(kept, 2);
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].line, Some(2));
+            assert!(errors[0].file.ends_with("block.txt"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(from(&h, "203.0.113.99", "/").await.status, 403);
+    let lines = h.log_lines().await;
+    assert!(
+        lines.iter().any(|l| l.contains("blocklist +1 -0")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Shield configuration rejected") && l.contains("block.txt:2")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn temporary_entries_stop_applying_at_their_instant_and_say_so() {
+    let h = with_lists(
+        "203.0.113.5 until=2001-01-01T00:00:00Z reason=\"old incident\"\n",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(from(&h, "203.0.113.5", "/").await.status, 200);
+    let until = chrono::DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z")
+        .unwrap()
+        .timestamp();
+    joinshield::housekeeping::log_expired(&h.shield.shared, until - 1, until);
+    let lines = h.log_lines().await;
+    assert!(
+        lines.iter().any(|l| l.contains("production.NOTICE: Temporary rule expired {\"kind\":\"blocklist\",\"net\":\"203.0.113.5/32\",\"reason\":\"old incident\",\"until\":\"2001-01-01T00:00:00Z\"}")),
+        "{lines:?}"
+    );
+}

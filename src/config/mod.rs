@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::lists::{IpList, ListError, TokenList};
+
 pub use validate::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
 
 /// A configuration as loaded from a file, with what identifies it.
@@ -20,6 +22,68 @@ pub struct Loaded {
     pub sha256: String,
     /// The file it came from.
     pub path: PathBuf,
+    /// The lists it names, loaded.
+    pub lists: std::sync::Arc<Lists>,
+    /// Things that are allowed but probably not meant (printed by `check`, logged on reload).
+    pub warnings: Vec<String>,
+}
+
+/// The lists of `[lists]`, loaded (an unnamed list is empty).
+#[derive(Debug)]
+pub struct Lists {
+    /// Refused with 403 on every path.
+    pub blocklist: IpList,
+    /// Exempt from limits and automatic bans.
+    pub allowlist: IpList,
+    /// Answered 410 at the edge.
+    pub revoked: TokenList,
+}
+
+/// Loads every list `paths` names; every bad line of every file is reported.
+pub fn load_lists(paths: &validate::ListPaths) -> Result<Lists, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut convert = |key: &str, errs: Vec<ListError>| {
+        errors.extend(errs.into_iter().map(|e| ConfigError {
+            file: e.file,
+            line: (e.line > 0).then_some(e.line),
+            key: format!("lists.{key}"),
+            message: e.message,
+        }))
+    };
+    let blocklist = match &paths.blocklist {
+        None => Some(IpList::empty()),
+        Some(p) => IpList::load(p).map_err(|e| convert("blocklist", e)).ok(),
+    };
+    let allowlist = match &paths.allowlist {
+        None => Some(IpList::empty()),
+        Some(p) => IpList::load(p).map_err(|e| convert("allowlist", e)).ok(),
+    };
+    let revoked = match &paths.revoked_tokens {
+        None => Some(TokenList::empty()),
+        Some(p) => TokenList::load(p)
+            .map_err(|e| convert("revoked_tokens", e))
+            .ok(),
+    };
+    match (blocklist, allowlist, revoked) {
+        (Some(blocklist), Some(allowlist), Some(revoked)) if errors.is_empty() => Ok(Lists {
+            blocklist,
+            allowlist,
+            revoked,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Warnings about lists that are valid but contradict each other.
+fn list_warnings(lists: &Lists) -> Vec<String> {
+    lists
+        .allowlist
+        .overlapping(&lists.blocklist)
+        .into_iter()
+        .map(|(allowed, blocked)| {
+            format!("{allowed} is in the allowlist and {blocked} in the blocklist: such clients are blocked")
+        })
+        .collect()
 }
 
 /// Reads and validates the file at `path`.
@@ -82,11 +146,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
         }
         return Err(out);
     }
+    let Some(config) = config else {
+        return Err(vec![err(
+            None,
+            "",
+            "the configuration is incomplete".into(),
+        )]);
+    };
+    let lists = load_lists(&config.lists)?;
+    let warnings = list_warnings(&lists);
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(Loaded {
-        config: config.expect("checked above"),
+        config,
         sha256,
         path: path.to_path_buf(),
+        lists: std::sync::Arc::new(lists),
+        warnings,
     })
 }
 
