@@ -372,3 +372,57 @@ async fn temporary_entries_stop_applying_at_their_instant_and_say_so() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_concurrent_keep_alive_traffic_fail_nothing_and_drop_nothing() {
+    let rest = "[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"100000/min\"\nburst = 100000\n";
+    let h = spawn_shield("", rest).await;
+    let addr = h.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut conn = KeepAlive::connect(addr).await.unwrap();
+            let raw =
+                format!("GET /api/v1/events/demo-load-{c:03} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+            let mut done = 0u32;
+            // Bounded: at most 2,000 requests a connection, and it stops when the reloads are over.
+            while done < 2000 && !(stop.load(std::sync::atomic::Ordering::Relaxed) && done > 50) {
+                let a = conn
+                    .request(raw.as_bytes())
+                    .await
+                    .expect("a connection failed during reloads");
+                assert_eq!(a.status, 200, "{}", a.text());
+                done += 1;
+            }
+            done
+        }));
+    }
+    for i in 0..20 {
+        let rate = if i % 2 == 0 {
+            "90000/min"
+        } else {
+            "100000/min"
+        };
+        let text = std::fs::read_to_string(h.config_path()).unwrap();
+        let text = text.replace("100000/min", rate).replace("90000/min", rate);
+        std::fs::write(h.config_path(), text).unwrap();
+        let worker = h.shield.shared.clone();
+        let outcome = tokio::task::spawn_blocking(move || joinshield::reload::reload(&worker))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, joinshield::reload::Outcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    assert!(total >= 8 * 50);
+    assert_eq!(*h.shield.shared.version.borrow(), 21);
+}

@@ -195,3 +195,52 @@ pub async fn admin(
     );
     parse(&send_raw(h.shield.admin_addr, raw.as_bytes()).await)
 }
+
+/// A keep-alive connection that sends requests one after another and reads each answer
+/// (Content-Length framed, as the stand-in and the shield's own answers are).
+pub struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
+        Ok(KeepAlive {
+            stream: TcpStream::connect(addr).await?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `raw` and reads one answer; an error means the connection failed.
+    pub async fn request(&mut self, raw: &[u8]) -> std::io::Result<Answer> {
+        self.stream.write_all(raw).await?;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let answer = parse(&self.buf[..end + 4 + len]);
+                    self.buf.drain(..end + 4 + len);
+                    return Ok(answer);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10 s")
+                })??;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
