@@ -3,8 +3,9 @@
 //! gallery routes, a download body, an upload that reads (and counts) the whole body, and 404
 //! `invalid_token` for tokens it does not know. Tokens beginning `demo-` or `load-` are valid.
 //!
-//! Two extra routes help tests: `/__standin/echo` answers with the request it received (method,
-//! target, headers) as JSON, and `/__standin/slow?ms=N` answers after N milliseconds.
+//! Extra routes help tests and benchmarks: `/__standin/echo` answers with the request it received
+//! (method, target, headers) as JSON, `/__standin/slow?ms=N` answers after N milliseconds, and
+//! `/__standin/stats` counts the requests answered so far (itself included).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -184,6 +185,14 @@ async fn answer(
             let body = serde_json::json!({"method": method.as_str(), "target": req.uri().to_string(), "headers": headers});
             json(StatusCode::OK, body.to_string())
         }
+        ["__standin", "stats"] => json(
+            StatusCode::OK,
+            format!(
+                r#"{{"requests":{},"upload_bytes":{}}}"#,
+                state.requests.load(Ordering::Relaxed),
+                state.upload_bytes.load(Ordering::Relaxed)
+            ),
+        ),
         ["__standin", "slow"] => {
             let ms = req
                 .uri()
