@@ -1,29 +1,93 @@
-//! Forwarding to the app: a pooled keep-alive HTTP/1.1 client, header hygiene (hop-by-hop
-//! headers out, the shield's own forwarding headers in), and bodies streamed both ways: a 64 MiB
-//! upload or gallery zip passes through in small chunks and is never held in memory.
+//! Forwarding to the app: a pooled keep-alive HTTP/1.1 client (see [`Upstream`]), header hygiene
+//! (hop-by-hop headers out, the shield's own forwarding headers in), and bodies streamed both
+//! ways: a 64 MiB upload or gallery zip passes through in small chunks and is never held in
+//! memory.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Limited;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::ServiceExt;
 
 use crate::deny::Denial;
 
 /// The request body as sent upstream: the client's, cut off past `max_body`.
 pub type UpstreamBody = Limited<Incoming>;
 
-/// The pooled client to the app.
+/// How often idle connections are aged; one closes after [`IDLE_SWEEPS`] sweeps unused.
+const IDLE_SWEEP: Duration = Duration::from_secs(10);
+/// An idle connection is closed after this many sweeps unused: 30 to 40 s.
+const IDLE_SWEEPS: u64 = 4;
+/// Idle keep-alive connections kept at most; one more is closed instead of kept.
+const MAX_IDLE: usize = 256;
+
+/// The pooled client to the app: keep-alive HTTP/1.1 connections, each driven by its own task,
+/// handed out one exchange at a time.
+///
+/// The idle connections sit in a bounded lock-free queue: a request pops one (or connects),
+/// and the connection goes back when the app's answer has been read to its end. An answer
+/// dropped before its end takes its connection with it: the bytes left unread on it could
+/// never be told from the next answer.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    connector: HttpConnector,
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    idle: ArrayQueue<Idle>,
+    /// Sweeps so far: the age of an idle connection in sweeps, without reading the clock.
+    sweeps: AtomicU64,
+}
+
+/// A keep-alive connection waiting for its next exchange.
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    authority: Authority,
+    since: u64,
+}
+
+impl Pool {
+    fn release(&self, sender: SendRequest<UpstreamBody>, authority: Authority) {
+        if sender.is_closed() {
+            return;
+        }
+        let since = self.sweeps.load(Ordering::Relaxed);
+        // Full: the connection is dropped, which closes it.
+        let _ = self.idle.push(Idle {
+            sender,
+            authority,
+            since,
+        });
+    }
+
+    fn is_stale(&self, idle: &Idle, now: u64) -> bool {
+        now.saturating_sub(idle.since) >= IDLE_SWEEPS || idle.sender.is_closed()
+    }
+
+    /// Ages the idle connections and closes those unused for [`IDLE_SWEEPS`] sweeps.
+    fn sweep(&self) {
+        let now = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else { break };
+            if !self.is_stale(&idle, now) {
+                let _ = self.idle.push(idle);
+            }
+        }
+    }
 }
 
 impl Upstream {
@@ -33,26 +97,158 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
-        Upstream { client }
+        let pool = Arc::new(Pool {
+            idle: ArrayQueue::new(MAX_IDLE),
+            sweeps: AtomicU64::new(0),
+        });
+        // Outside a runtime (unit tests) there is no sweeper: checkout still skips stale ones.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_SWEEP);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(pool) => pool.sweep(),
+                        None => return,
+                    }
+                }
+            });
+        }
+        Upstream { connector, pool }
     }
 
-    /// Sends `req` and waits for the response head within `timeout`.
+    /// Sends `req` (its URI absolute, on the app's authority) and waits for the response head
+    /// within `timeout`.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, Denial> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+    ) -> Result<Response<ResponseBody>, Denial> {
+        match tokio::time::timeout(timeout, self.exchange(req)).await {
             Err(_) => Err(Denial::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify_error(&e)),
+            Ok(Err(e)) => Err(classify_error(&*e)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err("the upstream request has no authority".into());
+        };
+        // On the wire: origin-form, or authority-form for CONNECT (RFC 9112 §3.2).
+        let mut parts = http::uri::Parts::default();
+        if req.method() == Method::CONNECT {
+            parts.authority = Some(authority.clone());
+        } else {
+            parts.path_and_query = req.uri().path_and_query().cloned();
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        loop {
+            let (mut sender, reused) = match self.checkout(&authority).await {
+                Some(sender) => (sender, true),
+                None => (self.connect(&authority).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let back = Some((sender, authority, self.pool.clone()));
+                    return Ok(resp.map(|inner| ResponseBody { inner, back }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the request was written: another one may
+                    // take it (a fresh connection that fails is a real failure).
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// An idle connection to `authority` that is ready for a request, if there is one.
+    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpstreamBody>> {
+        let now = self.pool.sweeps.load(Ordering::Relaxed);
+        while let Some(mut idle) = self.pool.idle.pop() {
+            // One to another authority is from before a reload changed the upstream.
+            if idle.authority != *authority || self.pool.is_stale(&idle, now) {
+                continue;
+            }
+            // Its last answer was read to the end; the connection may still be winding up.
+            if idle.sender.ready().await.is_ok() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpstreamBody>, BoxError> {
+        let uri = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()?;
+        let io = self.connector.clone().oneshot(uri).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        sender.ready().await?;
+        Ok(sender)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The app's answer body, streamed; when it has been read to its end, its connection goes back
+/// to the pool.
+pub struct ResponseBody {
+    inner: Incoming,
+    back: Option<(SendRequest<UpstreamBody>, Authority, Arc<Pool>)>,
+}
+
+impl ResponseBody {
+    fn release(&mut self) {
+        if let Some((sender, authority, pool)) = self.back.take() {
+            pool.release(sender, authority);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A broken answer leaves its connection unusable.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // An answer dropped before its end takes its connection along (`back` is dropped).
+        if self.inner.is_end_stream() {
+            self.release();
         }
     }
 }
@@ -223,7 +419,7 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
 }
 
 /// Removes hop-by-hop headers from the app's answer before it goes to the client.
-pub fn prepare_response(resp: &mut Response<Incoming>, request_id: &HeaderValue) {
+pub fn prepare_response<B>(resp: &mut Response<B>, request_id: &HeaderValue) {
     let headers = resp.headers_mut();
     strip(headers, &[header::PROXY_AUTHENTICATE]);
     headers

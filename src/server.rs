@@ -31,7 +31,7 @@ use crate::log::LogHandle;
 use crate::snapshot::Snapshot;
 
 /// The body of every answer: the app's, streamed, or one the shield wrote.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<forward::ResponseBody, Full<Bytes>>;
 
 /// Largest request head (request line and headers) the shield reads; larger is 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
