@@ -1,28 +1,93 @@
-//! Forwarding to the app: a pooled keep-alive HTTP/1.1 client, header hygiene (hop-by-hop
-//! headers out, the shield's own forwarding headers in), and bodies streamed both ways: a 64 MiB
-//! upload or gallery zip passes through in small chunks and is never held in memory.
+//! Forwarding to the app: a pooled keep-alive HTTP/1.1 client (see [`Upstream`]), header hygiene
+//! (hop-by-hop headers out, the shield's own forwarding headers in), and bodies streamed both
+//! ways: a 64 MiB upload or gallery zip passes through in small chunks and is never held in
+//! memory.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Limited;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::ServiceExt;
 
 use crate::deny::Denial;
 
 /// The request body as sent upstream: the client's, cut off past `max_body`.
 pub type UpstreamBody = Limited<Incoming>;
 
-/// The pooled client to the app.
+/// How often idle connections are aged; one closes after [`IDLE_SWEEPS`] sweeps unused.
+const IDLE_SWEEP: Duration = Duration::from_secs(10);
+/// An idle connection is closed after this many sweeps unused: 30 to 40 s.
+const IDLE_SWEEPS: u64 = 4;
+/// Idle keep-alive connections kept at most; one more is closed instead of kept.
+const MAX_IDLE: usize = 256;
+
+/// The pooled client to the app: keep-alive HTTP/1.1 connections, each driven by its own task,
+/// handed out one exchange at a time.
+///
+/// The idle connections sit in a bounded lock-free queue: a request pops one (or connects),
+/// and the connection goes back when the app's answer has been read to its end. An answer
+/// dropped before its end takes its connection with it: the bytes left unread on it could
+/// never be told from the next answer.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    connector: HttpConnector,
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    idle: ArrayQueue<Idle>,
+    /// Sweeps so far: the age of an idle connection in sweeps, without reading the clock.
+    sweeps: AtomicU64,
+}
+
+/// A keep-alive connection waiting for its next exchange.
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    authority: Authority,
+    since: u64,
+}
+
+impl Pool {
+    fn release(&self, sender: SendRequest<UpstreamBody>, authority: Authority) {
+        if sender.is_closed() {
+            return;
+        }
+        let since = self.sweeps.load(Ordering::Relaxed);
+        // Full: the connection is dropped, which closes it.
+        let _ = self.idle.push(Idle {
+            sender,
+            authority,
+            since,
+        });
+    }
+
+    fn is_stale(&self, idle: &Idle, now: u64) -> bool {
+        now.saturating_sub(idle.since) >= IDLE_SWEEPS || idle.sender.is_closed()
+    }
+
+    /// Ages the idle connections and closes those unused for [`IDLE_SWEEPS`] sweeps.
+    fn sweep(&self) {
+        let now = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else { break };
+            if !self.is_stale(&idle, now) {
+                let _ = self.idle.push(idle);
+            }
+        }
+    }
 }
 
 impl Upstream {
@@ -32,26 +97,158 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
-        Upstream { client }
+        let pool = Arc::new(Pool {
+            idle: ArrayQueue::new(MAX_IDLE),
+            sweeps: AtomicU64::new(0),
+        });
+        // Outside a runtime (unit tests) there is no sweeper: checkout still skips stale ones.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_SWEEP);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(pool) => pool.sweep(),
+                        None => return,
+                    }
+                }
+            });
+        }
+        Upstream { connector, pool }
     }
 
-    /// Sends `req` and waits for the response head within `timeout`.
+    /// Sends `req` (its URI absolute, on the app's authority) and waits for the response head
+    /// within `timeout`.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, Denial> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+    ) -> Result<Response<ResponseBody>, Denial> {
+        match tokio::time::timeout(timeout, self.exchange(req)).await {
             Err(_) => Err(Denial::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify_error(&e)),
+            Ok(Err(e)) => Err(classify_error(&*e)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err("the upstream request has no authority".into());
+        };
+        // On the wire: origin-form, or authority-form for CONNECT (RFC 9112 §3.2).
+        let mut parts = http::uri::Parts::default();
+        if req.method() == Method::CONNECT {
+            parts.authority = Some(authority.clone());
+        } else {
+            parts.path_and_query = req.uri().path_and_query().cloned();
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        loop {
+            let (mut sender, reused) = match self.checkout(&authority).await {
+                Some(sender) => (sender, true),
+                None => (self.connect(&authority).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let back = Some((sender, authority, self.pool.clone()));
+                    return Ok(resp.map(|inner| ResponseBody { inner, back }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the request was written: another one may
+                    // take it (a fresh connection that fails is a real failure).
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// An idle connection to `authority` that is ready for a request, if there is one.
+    async fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpstreamBody>> {
+        let now = self.pool.sweeps.load(Ordering::Relaxed);
+        while let Some(mut idle) = self.pool.idle.pop() {
+            // One to another authority is from before a reload changed the upstream.
+            if idle.authority != *authority || self.pool.is_stale(&idle, now) {
+                continue;
+            }
+            // Its last answer was read to the end; the connection may still be winding up.
+            if idle.sender.ready().await.is_ok() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<UpstreamBody>, BoxError> {
+        let uri = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()?;
+        let io = self.connector.clone().oneshot(uri).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        sender.ready().await?;
+        Ok(sender)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The app's answer body, streamed; when it has been read to its end, its connection goes back
+/// to the pool.
+pub struct ResponseBody {
+    inner: Incoming,
+    back: Option<(SendRequest<UpstreamBody>, Authority, Arc<Pool>)>,
+}
+
+impl ResponseBody {
+    fn release(&mut self) {
+        if let Some((sender, authority, pool)) = self.back.take() {
+            pool.release(sender, authority);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A broken answer leaves its connection unusable.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // An answer dropped before its end takes its connection along (`back` is dropped).
+        if self.inner.is_end_stream() {
+            self.release();
         }
     }
 }
@@ -93,27 +290,53 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 /// `X-Request-Id`: kept when the client sent a sane one, generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Headers removed from a request on top of [`STRIPPED`]: forwarding headers the shield does
+/// not set itself, so a client cannot smuggle them to the app.
+const STRIPPED_REQUEST: [HeaderName; 3] = [header::FORWARDED, X_FORWARDED_PORT, X_FORWARDED_PREFIX];
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection are hop-by-hop too; collect first (they are few).
-    let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(v) = value.to_str() {
-            for name in v.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    named.push(n);
+    strip(headers, &[]);
+}
+
+/// [`strip_hop_by_hop`], plus every header in `extra`.
+///
+/// A message usually carries few of these names: one pass over the names present finds which
+/// are, and only those are removed (each removal is a hashed lookup, and most would miss).
+fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    debug_assert!(STRIPPED.len() + extra.len() <= 32);
+    let mut present: u32 = 0;
+    for name in headers.keys() {
+        if let Some(i) = STRIPPED.iter().chain(extra).position(|n| n == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // Connection is STRIPPED[0]. Names listed in it are hop-by-hop too; collect first (they are few).
+    if present & 1 != 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            if let Ok(v) = value.to_str() {
+                for name in v.split(',') {
+                    if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                        named.push(n);
+                    }
                 }
             }
         }
-    }
-    for n in named {
-        // A client must not make the shield drop headers it adds itself or that carry framing.
-        if n != header::HOST && n != X_REQUEST_ID {
-            headers.remove(n);
+        for n in named {
+            // A client must not make the shield drop headers it adds itself or that carry framing.
+            if n != header::HOST && n != X_REQUEST_ID {
+                headers.remove(n);
+            }
         }
     }
-    for n in &STRIPPED {
-        headers.remove(n);
+    for (i, n) in STRIPPED.iter().chain(extra).enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(n);
+        }
     }
 }
 
@@ -135,22 +358,20 @@ pub fn prepare(req: &mut Request<UpstreamBody>, upstream: &Uri, info: &ForwardIn
         .uri()
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    // The client's path and query, as parsed already: cloning shares the bytes, no re-parse.
     let path_and_query = req
         .uri()
         .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = upstream.clone().into_parts();
-    parts.path_and_query = path_and_query.parse().ok();
+    parts.path_and_query = Some(path_and_query);
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
-    headers.remove(header::FORWARDED);
-    headers.remove(X_FORWARDED_PORT);
-    headers.remove(X_FORWARDED_PREFIX);
+    strip(headers, &STRIPPED_REQUEST);
     if let Some(host) = host_from_target {
         headers.insert(header::HOST, host);
     }
@@ -167,17 +388,43 @@ pub fn prepare(req: &mut Request<UpstreamBody>, upstream: &Uri, info: &ForwardIn
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
     // An address's text is always a valid header value.
-    HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("0.0.0.0"))
+    match ip {
+        // Dotted decimal written by hand: `to_string` goes through the formatter, which costs
+        // more than the rest of the header work on a forwarded request.
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0.0.0.0"))
+        }
+        IpAddr::V6(_) => {
+            HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("0.0.0.0"))
+        }
+    }
 }
 
 /// Removes hop-by-hop headers from the app's answer before it goes to the client.
-pub fn prepare_response(resp: &mut Response<Incoming>, request_id: &HeaderValue) {
+pub fn prepare_response<B>(resp: &mut Response<B>, request_id: &HeaderValue) {
     let headers = resp.headers_mut();
-    strip_hop_by_hop(headers);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    if !headers.contains_key(X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID, request_id.clone());
-    }
+    strip(headers, &[header::PROXY_AUTHENTICATE]);
+    headers
+        .entry(X_REQUEST_ID)
+        .or_insert_with(|| request_id.clone());
 }
 
 /// Request ids: a random per-process prefix and a counter; unique, cheap, never blocking.
@@ -245,6 +492,53 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(h[header::HOST], "app.test");
+    }
+
+    #[test]
+    fn ip_header_writes_the_address_as_its_text() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.9.99",
+            "100.64.10.1",
+            "255.255.255.255",
+            "192.168.0.10",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header(addr), addr.to_string().as_str(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn request_hygiene_removes_forwarding_headers_and_keeps_the_rest() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-prefix", "/x"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("proxy-authorization", "secret"),
+            ("accept", "*/*"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        strip(&mut h, &STRIPPED_REQUEST);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn hygiene_leaves_a_clean_message_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.test"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let before = h.clone();
+        strip(&mut h, &STRIPPED_REQUEST);
+        assert_eq!(h, before);
     }
 
     #[test]

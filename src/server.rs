@@ -33,7 +33,7 @@ use crate::log::LogHandle;
 use crate::snapshot::Snapshot;
 
 /// The body of every answer: the app's, streamed, or one the shield wrote.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<forward::ResponseBody, Full<Bytes>>;
 
 /// Largest request head (request line and headers) the shield reads; larger is 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -98,7 +98,12 @@ impl Shared {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    // Straight from the system clock: chrono's `Utc::now` splits the time into a calendar date
+    // and `timestamp_millis` joins it back, on every forwarded request.
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
 }
 
 /// Answers one request from `peer`.
