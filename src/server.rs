@@ -113,7 +113,7 @@ pub async fn handle(
     https: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let snap = shared.snapshot.load_full();
+    let snap = shared.snapshot.load();
     let headers = req.headers();
     let client = client_ip(
         peer,
@@ -140,7 +140,7 @@ pub async fn handle(
         request_id: &request_id,
     };
     let keep = snap.loaded.config.log.token_preview;
-    let now_unix = chrono::Utc::now().timestamp();
+    let now_unix = now_ms() / 1000;
     let facts = Facts {
         ip: client,
         class: classified.class,
