@@ -103,3 +103,68 @@ async fn run_serves_until_sigterm_then_exits_zero() {
         .unwrap();
     assert!(!unhealthy.success());
 }
+
+#[test]
+fn check_names_a_missing_list_and_warns_about_allowed_and_blocked_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let base = "[server]\nupstream = \"http://127.0.0.1:1\"\n[lists]\nblocklist = \"block.txt\"\nallowlist = \"allow.txt\"\n";
+    std::fs::write(&path, base).unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("block.txt") && stderr.contains("allow.txt"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.path().join("block.txt"), "198.51.100.0/24\n").unwrap();
+    std::fs::write(
+        dir.path().join("allow.txt"),
+        "198.51.100.9 reason=\"monitor\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "warning: 198.51.100.9/32 is in the allowlist and 198.51.100.0/24 in the blocklist"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("blocklist 1 entries, allowlist 1"),
+        "{stdout}"
+    );
+
+    // A truncated list line is refused with its file and line.
+    std::fs::write(
+        dir.path().join("block.txt"),
+        "198.51.100.0/24\n203.0.113.7 reason=\"cut sho",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("block.txt:2"), "{stderr}");
+}
