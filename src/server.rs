@@ -227,7 +227,9 @@ pub async fn handle(
                 &seen,
                 false,
             );
-            Ok(answer(&denial, &request_id, false))
+            // A body cut off at max_body mid-stream is still partly unread: close after answering.
+            let unread = denial == Denial::PayloadTooLarge;
+            Ok(answer(&denial, &request_id, unread))
         }
     }
 }
