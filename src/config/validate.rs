@@ -621,25 +621,9 @@ fn validate_switches(
                 "retry_after",
             ],
         );
-        let name = required(
-            errors,
-            &format!("{at}.name"),
-            &w.name,
-            "every switch needs a name, e.g. name = \"gallery-downloads\"",
-        );
-        if let Some(n) = &name {
-            if !valid_name(n) {
-                errors.push(
-                    format!("{at}.name"),
-                    format!("{n:?} is not a name: use letters, digits, _ and -"),
-                );
-            } else if out.iter().any(|s| &s.name == n) {
-                errors.push(
-                    format!("{at}.name"),
-                    format!("{n:?} is used twice: give each switch its own name"),
-                );
-            }
-        }
+        let name = entry_name(errors, &at, &w.name, "switch", "gallery-downloads", |n| {
+            out.iter().any(|s| s.name == n)
+        });
         let classes = required(
             errors,
             &format!("{at}.routes"),
@@ -851,25 +835,9 @@ fn validate_limits(
                 "name", "routes", "key", "rate", "burst", "mode", "until", "shared", "max_keys",
             ],
         );
-        let name = required(
-            errors,
-            &format!("{at}.name"),
-            &l.name,
-            "every limit needs a name, e.g. name = \"guest-ip\"",
-        );
-        if let Some(n) = &name {
-            if !valid_name(n) {
-                errors.push(
-                    format!("{at}.name"),
-                    format!("{n:?} is not a name: use letters, digits, _ and -"),
-                );
-            } else if out.iter().any(|s| &s.name == n) {
-                errors.push(
-                    format!("{at}.name"),
-                    format!("{n:?} is used twice: give each limit its own name"),
-                );
-            }
-        }
+        let name = entry_name(errors, &at, &l.name, "limit", "guest-ip", |n| {
+            out.iter().any(|s| s.name == n)
+        });
         let classes = required(
             errors,
             &format!("{at}.routes"),
@@ -979,6 +947,39 @@ fn validate_limits(
     ok.then_some(out)
 }
 
+/// The `name` of the entry at `at` (`limit[2]`): required, a valid name, and not `taken`.
+fn entry_name(
+    errors: &mut Errors,
+    at: &str,
+    field: &Option<Field<String>>,
+    what: &str,
+    example: &str,
+    taken: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let key = format!("{at}.name");
+    let name = required(
+        errors,
+        &key,
+        field,
+        &format!("every {what} needs a name, e.g. name = \"{example}\""),
+    )?;
+    if !valid_name(&name) {
+        errors.push(
+            key,
+            format!("{name:?} is not a name: use letters, digits, _ and -"),
+        );
+        return None;
+    }
+    if taken(&name) {
+        errors.push(
+            key,
+            format!("{name:?} is used twice: give each {what} its own name"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
 fn required<T: Clone>(
     errors: &mut Errors,
     key: &str,
@@ -1004,29 +1005,9 @@ fn validate_routes(list: &[super::file::FileRoute], errors: &mut Errors) -> Opti
     for (i, r) in list.iter().enumerate() {
         let at = format!("route[{i}]");
         errors.unknown(&at, &r.unknown, &["name", "methods", "paths"]);
-        let name = match &r.name {
-            None => {
-                errors.push(
-                    format!("{at}.name"),
-                    "missing: every route class needs a name, e.g. name = \"gallery\"",
-                );
-                None
-            }
-            Some(f) => errors.get(&format!("{at}.name"), &Some(f.clone()), String::new()),
-        };
-        if let Some(n) = &name {
-            if !valid_name(n) {
-                errors.push(
-                    format!("{at}.name"),
-                    format!("{n:?} is not a name: use letters, digits, _ and -"),
-                );
-            } else if specs.iter().any(|s: &RouteSpec| &s.name == n) {
-                errors.push(
-                    format!("{at}.name"),
-                    format!("{n:?} is used twice: give each route class its own name"),
-                );
-            }
-        }
+        let name = entry_name(errors, &at, &r.name, "route class", "gallery", |n| {
+            specs.iter().any(|s: &RouteSpec| s.name == n)
+        });
         let methods = errors.get(
             &format!("{at}.methods"),
             &r.methods.clone().map(|f| Field(f.0.map(Some))),
