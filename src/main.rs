@@ -197,6 +197,19 @@ fn load_or_report(path: &std::path::Path) -> Option<Loaded> {
     }
 }
 
+/// Loads a configuration, every error joined into one message.
+fn load_or_error(path: &std::path::Path) -> Result<Loaded> {
+    config::load(path).map_err(|errs| {
+        anyhow!(
+            "{}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -337,15 +350,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
     let path = dir.join("joinshield.toml");
-    let mut loaded = config::load(&path).map_err(|errs| {
-        anyhow!(
-            "the shipped configuration is invalid: {}",
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let mut loaded = load_or_error(&path).context("the shipped configuration is invalid")?;
     loaded.config.server.upstream =
         config::validate::parse_upstream(&format!("http://{}", standin.addr))
             .map_err(|e| anyhow!(e))?;
@@ -390,15 +395,7 @@ fn admin_url(path: &std::path::Path, admin: Option<String>) -> Result<String> {
     if let Some(url) = admin {
         return Ok(url);
     }
-    let loaded = config::load(path).map_err(|errs| {
-        anyhow!(
-            "{}",
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let loaded = load_or_error(path)?;
     let mut a = loaded.config.admin.listen;
     if a.ip().is_unspecified() {
         a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
