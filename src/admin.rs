@@ -53,7 +53,8 @@ pub async fn handle(
                 )
             }
         }
-        "/healthz" | "/readyz" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        "/metrics" if get => crate::metrics::respond(&shared, req.headers().get(header::ACCEPT)),
+        "/healthz" | "/readyz" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         path if path.starts_with("/admin/") => match refuse(&shared, &req) {
             Some(refusal) => refusal,
             None => admin_api(&shared, req).await,

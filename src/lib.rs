@@ -18,6 +18,7 @@ pub mod housekeeping;
 pub mod limits;
 pub mod lists;
 pub mod log;
+pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod snapshot;

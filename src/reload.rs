@@ -195,6 +195,9 @@ fn limit_changes(
 /// and the version kept. Warnings (e.g. listen addresses) are WARNING lines.
 pub fn reload_logged(shared: &Shared) -> Outcome {
     let outcome = reload(shared);
+    shared
+        .metrics
+        .reloaded(matches!(outcome, Outcome::Applied { .. }));
     match &outcome {
         Outcome::Applied {
             version,

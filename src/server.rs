@@ -58,6 +58,8 @@ pub struct Shared {
     pub bans: Bans,
     /// Distinct failed tokens per client and prefix.
     pub failures: FailureCounter,
+    /// Counters that belong to no route (per-route ones live in the snapshot).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Most clients and prefixes whose failed tokens are counted at once.
@@ -84,6 +86,7 @@ impl Shared {
             version: watch::Sender::new(1),
             bans,
             failures: FailureCounter::new(FAILURE_TABLE_CLIENTS, FAILURE_TABLE_PREFIXES),
+            metrics: Default::default(),
         }
     }
 
@@ -139,6 +142,7 @@ pub async fn handle(
         path: req.uri().path(),
         request_id: &request_id,
     };
+    let meter = snap.meters.get(classified.class);
     let keep = snap.loaded.config.log.token_preview;
     let now_unix = now_ms() / 1000;
     let facts = Facts {
@@ -157,11 +161,14 @@ pub async fn handle(
         let mut shadowed = Vec::new();
         let verdict = decide(&snap, &shared.bans, &facts, &mut shadowed);
         for hit in shadowed {
-            deny::log_denial(&shared.log, keep, &Denial::RateLimited(hit), &seen, true);
+            let hit = Denial::RateLimited(hit);
+            meter.shadowed(&hit);
+            deny::log_denial(&shared.log, keep, &hit, &seen, true);
         }
         verdict
     });
     if let Some(denial) = verdict {
+        meter.refused(&denial);
         deny::log_denial(&shared.log, keep, &denial, &seen, false);
         if denial == Denial::InvalidToken {
             // A malformed token is a failed guess too, answered without asking the app.
@@ -179,6 +186,7 @@ pub async fn handle(
     let upstream_uri = server.upstream.uri.clone();
     let timeout = server.upstream_timeout;
     let limit = usize::try_from(server.max_body).unwrap_or(usize::MAX);
+    let meter = meter.clone();
     drop(snap);
 
     // The failure log line needs these after the request is gone; both clones are cheap
@@ -196,8 +204,10 @@ pub async fn handle(
             request_id: &request_id,
         },
     );
+    let sent = std::time::Instant::now();
     match shared.upstream.send(up, timeout).await {
         Ok(mut resp) => {
+            meter.forwarded(resp.status().as_u16(), sent.elapsed());
             shared.note_upstream_ok();
             if counts_failures {
                 observe(&shared, resp.status().as_u16(), &facts);
@@ -206,6 +216,8 @@ pub async fn handle(
             Ok(resp.map(Either::Left))
         }
         Err(denial) => {
+            meter.refused(&denial);
+            shared.metrics.upstream_failed(&denial);
             // A reload may have renamed classes meanwhile; the current names are good enough here.
             let snap = shared.snapshot.load();
             let seen = Seen {

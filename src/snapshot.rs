@@ -8,6 +8,7 @@ use crate::classify::RouteTable;
 use crate::client_ip::TrustedProxies;
 use crate::config::Loaded;
 use crate::limits::{KeyedLimiter, LimitRule};
+use crate::metrics::RouteMeters;
 
 /// One applied configuration and what the request path derives from it.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub switches: Vec<SwitchRule>,
     /// When it was applied (Unix seconds).
     pub loaded_at: i64,
+    /// Per-route counters, index = class id (carried over by class name on reload).
+    pub meters: RouteMeters,
 }
 
 /// Why a snapshot could not be built from a validated configuration.
@@ -105,8 +108,10 @@ impl Snapshot {
                 retry_after: s.retry_after,
             })
             .collect();
+        let meters = RouteMeters::new(routes.names(), previous.map(|p| &p.meters));
         Ok(Snapshot {
             version,
+            meters,
             routes,
             trusted,
             limits,

@@ -1,0 +1,198 @@
+//! `/metrics` over real sockets: a forwarded, a rate-limited and a shadow-limited request move
+//! the right series, the exposition names no client or token, `promtool` accepts it, and a
+//! scraper that asks for OpenMetrics gets it.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const T: &str = "demo-wedding-2026";
+const IP: &str = "203.0.113.77";
+
+const LIMITS: &str = "[[limit]]\nname = \"gallery-ip\"\nroutes = [\"gallery\"]\nkey = \"ip\"\n\
+     rate = \"1/h\"\nburst = 1\n\n\
+     [[limit]]\nname = \"events-trial\"\nroutes = [\"events\"]\nkey = \"token\"\n\
+     rate = \"1/h\"\nburst = 1\nmode = \"shadow\"\n";
+
+/// The value of the sample `series` (name and labels exactly as written), if present.
+fn value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// `/metrics` in the Prometheus text format, the default.
+async fn scrape(h: &Harness) -> String {
+    let a = admin(h, "GET", "/metrics", None, "").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    a.text()
+}
+
+/// `/metrics` as OpenMetrics, asked for the way Prometheus asks.
+async fn scrape_openmetrics(h: &Harness) -> String {
+    let raw = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\
+               Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4\r\n\r\n";
+    let a = parse(&send_raw(h.shield.admin_addr, raw.as_bytes()).await);
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    a.text()
+}
+
+async fn guest(h: &Harness, path: &str) -> u16 {
+    get(h.addr(), path, &format!("X-Forwarded-For: {IP}\r\n"))
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn forwarded_limited_and_shadow_requests_move_their_series_and_name_no_client() {
+    let h = spawn_shield("", LIMITS).await;
+    let before = scrape(&h).await;
+    assert_eq!(
+        value(
+            &before,
+            "joinshield_requests_total{route=\"events\",status_class=\"2xx\"}"
+        ),
+        Some(0.0)
+    );
+
+    // Forwarded, then over the shadow limit: both reach the app.
+    assert_eq!(guest(&h, &format!("/api/v1/events/{T}")).await, 200);
+    assert_eq!(guest(&h, &format!("/api/v1/events/{T}")).await, 200);
+    // Forwarded, then over the enforced limit: a 429 from the shield.
+    assert_eq!(guest(&h, &format!("/api/v1/gallery/{T}")).await, 200);
+    assert_eq!(guest(&h, &format!("/api/v1/gallery/{T}")).await, 429);
+    // Outside every route class.
+    assert_eq!(guest(&h, "/").await, 200);
+    assert_eq!(h.upstream_requests(), 4);
+
+    let m = scrape(&h).await;
+    let expect = [
+        ("joinshield_requests_total{route=\"events\",status_class=\"2xx\"}", 2.0),
+        ("joinshield_requests_total{route=\"gallery\",status_class=\"2xx\"}", 1.0),
+        ("joinshield_requests_total{route=\"gallery\",status_class=\"4xx\"}", 1.0),
+        ("joinshield_requests_total{route=\"other\",status_class=\"2xx\"}", 1.0),
+        (
+            "joinshield_denials_total{route=\"gallery\",reason=\"token_rate_limited\",mode=\"enforce\"}",
+            1.0,
+        ),
+        (
+            "joinshield_denials_total{route=\"events\",reason=\"token_rate_limited\",mode=\"shadow\"}",
+            1.0,
+        ),
+        ("joinshield_upstream_latency_seconds_count{route=\"events\"}", 2.0),
+        ("joinshield_upstream_latency_seconds_count{route=\"gallery\"}", 1.0),
+        ("joinshield_upstream_latency_seconds_bucket{route=\"gallery\",le=\"+Inf\"}", 1.0),
+        ("joinshield_upstream_errors_total{kind=\"unavailable\"}", 0.0),
+        ("joinshield_limiter_keys{limit=\"gallery-ip\"}", 1.0),
+        ("joinshield_limiter_keys{limit=\"events-trial\"}", 1.0),
+        ("joinshield_limiter_evictions_total{limit=\"gallery-ip\"}", 0.0),
+        ("joinshield_limiter_overflow_hits_total{limit=\"gallery-ip\"}", 0.0),
+        ("joinshield_bans_active", 0.0),
+        ("joinshield_config_version", 1.0),
+        ("joinshield_config_reloads_total{result=\"applied\"}", 0.0),
+        ("joinshield_list_entries{list=\"blocklist\"}", 0.0),
+        ("joinshield_log_records_dropped_total", 0.0),
+    ];
+    for (series, want) in expect {
+        assert_eq!(value(&m, series), Some(want), "{series} in\n{m}");
+    }
+    // The shadow hit was let through: no enforced denial on events.
+    assert!(!m.contains("route=\"events\",reason=\"token_rate_limited\",mode=\"enforce\""));
+    for secret in [IP, "127.0.0.1", T, "/api/"] {
+        assert!(!m.contains(secret), "{secret:?} leaked into\n{m}");
+    }
+
+    // A reload is counted, and the route counters survive it.
+    let shared = h.shield.shared.clone();
+    tokio::task::spawn_blocking(move || joinshield::reload::reload_logged(&shared))
+        .await
+        .unwrap();
+    let after = scrape(&h).await;
+    assert_eq!(value(&after, "joinshield_config_version"), Some(2.0));
+    assert_eq!(
+        value(
+            &after,
+            "joinshield_config_reloads_total{result=\"applied\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "joinshield_requests_total{route=\"events\",status_class=\"2xx\"}"
+        ),
+        Some(2.0)
+    );
+
+    promtool_accepts(&after);
+
+    let om = scrape_openmetrics(&h).await;
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert_eq!(
+        value(
+            &om,
+            "joinshield_requests_total{route=\"gallery\",status_class=\"4xx\"}"
+        ),
+        Some(1.0)
+    );
+    for secret in [IP, "127.0.0.1", T, "/api/"] {
+        assert!(!om.contains(secret), "{secret:?} leaked into\n{om}");
+    }
+}
+
+/// Runs `promtool check metrics` on `exposition` when it is installed; without it the check is
+/// skipped, loudly, except under CI (`CI` set), where it must run.
+fn promtool_accepts(exposition: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is required under CI (Debian package `prometheus`)"
+            );
+            eprintln!("SKIPPED: promtool not installed");
+            println!("SKIPPED: promtool not installed");
+            return;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics refused the exposition ({}):\n{said}\n---\n{exposition}",
+        out.status
+    );
+}
