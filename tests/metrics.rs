@@ -156,6 +156,34 @@ async fn forwarded_limited_and_shadow_requests_move_their_series_and_name_no_cli
     }
 }
 
+#[tokio::test]
+async fn an_app_that_is_down_counts_as_an_upstream_error_and_a_denial() {
+    let h = spawn_shield("", "").await;
+    h.app.stop();
+    // Wait until the stand-in no longer accepts (no sleep as synchronisation: poll the port).
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(h.app.addr).await.is_err() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(guest(&h, &format!("/api/v1/events/{T}")).await, 502);
+    let m = scrape(&h).await;
+    for (series, want) in [
+        ("joinshield_upstream_errors_total{kind=\"unavailable\"}", 1.0),
+        ("joinshield_upstream_errors_total{kind=\"timeout\"}", 0.0),
+        (
+            "joinshield_denials_total{route=\"events\",reason=\"upstream_unavailable\",mode=\"enforce\"}",
+            1.0,
+        ),
+        ("joinshield_requests_total{route=\"events\",status_class=\"5xx\"}", 1.0),
+        ("joinshield_upstream_latency_seconds_count{route=\"events\"}", 0.0),
+    ] {
+        assert_eq!(value(&m, series), Some(want), "{series} in\n{m}");
+    }
+    promtool_accepts(&m);
+}
+
 /// Runs `promtool check metrics` on `exposition` when it is installed; without it the check is
 /// skipped, loudly, except under CI (`CI` set), where it must run.
 fn promtool_accepts(exposition: &str) {
@@ -172,8 +200,8 @@ fn promtool_accepts(exposition: &str) {
                 std::env::var_os("CI").is_none(),
                 "promtool is required under CI (Debian package `prometheus`)"
             );
-            eprintln!("SKIPPED: promtool not installed");
-            println!("SKIPPED: promtool not installed");
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: promtool not installed");
             return;
         }
         Err(e) => panic!("cannot run promtool: {e}"),
