@@ -1,0 +1,511 @@
+#!/usr/bin/env bash
+# Question: does joinshield hold up under the traffic it exists for, not just pass-through? Five
+# scenarios, each with its own target:
+#   flood        one client far over its limit: how fast are denials answered, and does the log
+#                stay small? Baselines: the same flood forwarded by joinshield with no limits, and
+#                nginx answering its own limit_req 429s at the same rate (interleaved rounds).
+#   cardinality  1,000,000 distinct tokens against a per-token limit: peak memory, and memory once
+#                the keys go idle and the janitor has pruned them. Baseline: RSS before the traffic.
+#   reload       POST /admin/reload every 100 ms (each one changing a limit's rate) under
+#                pass-through load: any failed request? Baseline: zero errors.
+#   blocklist    a 1,000,000-line blocklist: how long `joinshield check` and a live reload take, and
+#                what a reload does to p99 under load. Baseline: p99 of the same load without reload.
+#   guessing     100,000 distinct bad tokens from 50,000 addresses inside one IPv6 /48: how many
+#                reach the app, and the shield's peak memory. Baseline: the 100,000 sent.
+#
+# Usage, from the repository root:   benches/load/scenarios.sh
+# Knobs (environment):  SCENARIOS        which to run   (default "flood cardinality reload blocklist guessing")
+#                       FLOOD_SECONDS    seconds per flood run, 3 targets x FLOOD_ROUNDS (default 3)
+#                       FLOOD_ROUNDS     interleaved flood rounds                       (default 3)
+#                       CARD_TOKENS      distinct tokens sent at most                   (default 1000000)
+#                       CARD_SECONDS     the cardinality run stops after this anyway    (default 60)
+#                       CARD_IDLE        seconds without traffic before the last sample (default 25)
+#                       BLOCK_LINES      blocklist lines                                (default 1000000)
+#                       GUESS_TOKENS     distinct bad tokens                            (default 100000)
+#                       GUESS_ADDRESSES  rotating client addresses in the /48           (default 50000)
+#
+# Everything listens on 127.0.0.1 only. Every run is bounded in time. The script exits non-zero
+# only when it cannot set a scenario up; performance figures never fail it.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
+HERE=$PWD/benches/load
+
+SCENARIOS=${SCENARIOS:-flood cardinality reload blocklist guessing}
+FLOOD_SECONDS=${FLOOD_SECONDS:-3}
+FLOOD_ROUNDS=${FLOOD_ROUNDS:-3}
+CARD_TOKENS=${CARD_TOKENS:-1000000}
+CARD_SECONDS=${CARD_SECONDS:-60}
+CARD_IDLE=${CARD_IDLE:-25}
+BLOCK_LINES=${BLOCK_LINES:-1000000}
+GUESS_TOKENS=${GUESS_TOKENS:-100000}
+GUESS_ADDRESSES=${GUESS_ADDRESSES:-50000}
+GUEST_PATH=/api/v1/events/load-000001
+ADMIN_TOKEN=bench-$RANDOM$RANDOM$RANDOM
+export JOINSHIELD_ADMIN_TOKEN=$ADMIN_TOKEN
+
+die() {
+    echo "scenarios.sh: setup failed: $*" >&2
+    exit 1
+}
+note() { echo "# $*" >&2; }
+
+for v in FLOOD_SECONDS FLOOD_ROUNDS CARD_TOKENS CARD_SECONDS CARD_IDLE BLOCK_LINES GUESS_TOKENS GUESS_ADDRESSES; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
+done
+((GUESS_ADDRESSES <= 65536)) || die "GUESS_ADDRESSES must be at most 65536 (one /64 each inside a /48)"
+for s in $SCENARIOS; do
+    [[ " flood cardinality reload blocklist guessing " == *" $s "* ]] || die "unknown scenario '$s'"
+done
+for tool in cargo wrk nginx curl ss taskset timeout awk sort date; do
+    command -v "$tool" >/dev/null || die "'$tool' is not installed (Debian: apt-get install -y nginx-light wrk)"
+done
+
+# ------------------------------------------------------------------------------ processes, cleanup
+WORK=$(mktemp -d -t joinshield-scenarios.XXXXXX) || die "mktemp failed"
+chmod 755 "$WORK"
+PIDS=()
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ $(nproc) -ge 2 ]]; then
+    LOAD_PIN=(taskset -c 0)   # wrk
+    SERVE_PIN=(taskset -c 1)  # proxies and upstream
+    PINNING="wrk on core 0; upstream and proxy on core 1"
+else
+    LOAD_PIN=()
+    SERVE_PIN=()
+    PINNING="one core: no pinning"
+fi
+
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        # Below the kernel's ephemeral range (32768 up by default): wrk's and the proxies' own
+        # outgoing connections take their local ports from there, and one of those can hold a port
+        # that was free a moment ago.
+        p=$((20000 + RANDOM % 12000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if [[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]]; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# wait_http PORT PID LOG: until PORT answers HTTP (any status), while PID lives, at most 60 s
+# (a shield loading a million-line list takes a while).
+wait_http() {
+    local deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+        kill -0 "$2" 2>/dev/null || die "process on port $1 exited during startup$(tail -n 20 "$3" 2>/dev/null | sed 's/^/\n  /')"
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    die "nothing answered on 127.0.0.1:$1 within 60 s"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
+now_ms() { date +%s%3N; }
+
+# sample_rss PID OUTFILE: in the background, append VmRSS (kB) of PID to OUTFILE every 200 ms
+# until PID or the sampler is gone; the caller kills the sampler by its pid.
+sample_rss() {
+    while kill -0 "$1" 2>/dev/null; do
+        rss_kb "$1" >>"$2"
+        sleep 0.2
+    done
+}
+max_of() { sort -n "$1" | tail -n 1; }
+
+# run_wrk NAME URL SECONDS CONNECTIONS [wrk options...] [-- script args...]: one wrk run (-t1,
+# pinned); prints "requests rps p50_ms p99_ms non2xx socket_errors".
+run_wrk() {
+    local name=$1 url=$2 secs=$3 conns=$4
+    shift 4
+    local opts=() args=()
+    while (($#)); do
+        [[ $1 == -- ]] && { args=("$@"); break; }
+        opts+=("$1")
+        shift
+    done
+    local out="$WORK/wrk-$name.txt"
+    timeout -k 5 $((secs + 30)) "${LOAD_PIN[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
+        "${opts[@]}" "$url" "${args[@]}" >"$out" 2>&1
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /m$/)  return substr(v, 1, length(v) - 1) * 60000
+            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+            return "NA"
+        }
+        / requests in /         { req = $1; dur = $(NF - 2) }
+        /^Requests\/sec:/       { rps = $2 }
+        /^ +50%/                { p50 = ms($2) }
+        /^ +99%/                { p99 = ms($2) }
+        /Non-2xx or 3xx/        { bad = $NF }
+        /Socket errors:/        { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
+        END {
+            if (req == "" || rps == "") { print "NA NA NA NA NA NA"; exit }
+            printf "%d %.0f %.3f %.3f %d %d\n", req, rps, p50, p99, bad + 0, err + 0
+        }' "$out"
+}
+
+# ------------------------------------------------------------------------------------------ build
+note "building the release binary"
+BUILD_JSON=$(timeout 1800 cargo build --release --message-format=json 2>"$WORK/build.log") ||
+    die "cargo build --release failed: $(tail -n 20 "$WORK/build.log")"
+BIN=$(grep -o '"executable":"[^"]*/joinshield"' <<<"$BUILD_JSON" | tail -n 1 | cut -d'"' -f4)
+[[ -x $BIN ]] || die "cannot find the built joinshield binary"
+
+# --------------------------------------------------------------------------------- the stand-in app
+UPSTREAM_PORT=$(free_port) || die "no free port"
+"${SERVE_PIN[@]}" "$BIN" standin --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+UPSTREAM_PID=$!
+PIDS+=("$UPSTREAM_PID")
+wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" "$WORK/upstream.log"
+standin_requests() {
+    curl -s --max-time 5 "http://127.0.0.1:$UPSTREAM_PORT/__standin/stats" | grep -o '"requests":[0-9]*' | cut -d: -f2
+}
+
+# ------------------------------------------------------------------------------------ shields
+# new_shield NAME EXTRA_TOML: writes $WORK/NAME/joinshield.toml (own ports, log file shield.log,
+# state file, EXTRA_TOML appended) and sets SPORT[NAME], APORT[NAME].
+declare -A SPORT APORT SPID
+new_shield() {
+    local name=$1 extra=$2 dir="$WORK/$1"
+    mkdir -p "$dir"
+    SPORT[$name]=$(free_port) || die "no free port"
+    APORT[$name]=$(free_port) || die "no free port"
+    cat >"$dir/joinshield.toml" <<EOF
+[server]
+listen = "127.0.0.1:${SPORT[$name]}"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+state_file = "state.json"
+
+[admin]
+listen = "127.0.0.1:${APORT[$name]}"
+
+[client]
+trusted_proxies = ["127.0.0.1/32"]
+
+[log]
+file = "shield.log"
+
+$extra
+EOF
+}
+# start_shield NAME: runs the shield of NAME (pinned with the upstream), waits until it answers.
+start_shield() {
+    local dir="$WORK/$1"
+    "$BIN" check -c "$dir/joinshield.toml" >"$dir/check.log" 2>&1 ||
+        die "the $1 config was refused: $(cat "$dir/check.log")"
+    "${SERVE_PIN[@]}" "$BIN" run -c "$dir/joinshield.toml" >"$dir/stdout.log" 2>&1 &
+    SPID[$1]=$!
+    PIDS+=("${SPID[$1]}")
+    wait_http "${SPORT[$1]}" "${SPID[$1]}" "$dir/stdout.log"
+}
+stop_shield() { stop_pid "${SPID[$1]}"; }
+# reload NAME: POST /admin/reload; prints "http_code seconds version".
+reload() {
+    local body code secs
+    body=$(curl -s -w '\n%{http_code} %{time_total}' --max-time 60 -X POST \
+        -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:${APORT[$1]}/admin/reload")
+    read -r code secs <<<"$(tail -n 1 <<<"$body")"
+    echo "$code $secs $(head -n -1 <<<"$body" | grep -o '"version":[0-9]*' | cut -d: -f2)"
+}
+
+echo
+echo "joinshield scenarios: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(uname -sr)"
+echo "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $("$BIN" --version 2>/dev/null), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}'); $PINNING"
+
+# ========================================================================================= flood
+scenario_flood() {
+    note "flood: $FLOOD_ROUNDS rounds of limited shield, forwarding shield, nginx limit_req; ${FLOOD_SECONDS}s each"
+    new_shield flood-limited '[[limit]]
+name = "flood-ip"
+routes = ["*"]
+key = "ip"
+rate = "10/min"
+burst = 10'
+    new_shield flood-open ''
+    start_shield flood-limited
+    start_shield flood-open
+
+    local ndir="$WORK/nginx" nport
+    nport=$(free_port) || die "no free port"
+    mkdir -p "$ndir" && chmod 755 "$ndir"
+    # The pass-through baseline config with a limit_req of the same quota on the same key (the
+    # real_ip from X-Forwarded-For). nginx logs each rejection at limit_req_log_level (error),
+    # which error_log warn keeps: that is nginx as shipped, so it stays.
+    sed -e "s#@DIR@#$ndir#g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" -e "s/@NGINX_PORT@/$nport/g" \
+        -e 's#^\(    map \$http_x_request_id\)#    limit_req_zone $binary_remote_addr zone=flood:10m rate=10r/m;\n    limit_req_status 429;\n\n\1#' \
+        -e 's#^\(        location / {\)#\1\n            limit_req zone=flood burst=10 nodelay;#' \
+        "$HERE/nginx.conf.in" >"$ndir/nginx.conf"
+    grep -q 'limit_req zone=flood' "$ndir/nginx.conf" || die "could not add limit_req to the nginx config"
+    nginx -t -p "$ndir" -c "$ndir/nginx.conf" >"$WORK/nginx-check.log" 2>&1 ||
+        die "nginx refused its config: $(cat "$WORK/nginx-check.log")"
+    "${SERVE_PIN[@]}" nginx -p "$ndir" -c "$ndir/nginx.conf" >"$WORK/nginx.log" 2>&1 &
+    local npid=$!
+    PIDS+=("$npid")
+    wait_http "$nport" "$npid" "$WORK/nginx.log"
+
+    local xff=(-H "X-Forwarded-For: 198.51.100.9")
+    local url t r code
+    declare -A URL=([joinshield-limited]="http://127.0.0.1:${SPORT[flood-limited]}$GUEST_PATH"
+        [joinshield-forwarding]="http://127.0.0.1:${SPORT[flood-open]}$GUEST_PATH"
+        [nginx-limit_req]="http://127.0.0.1:$nport$GUEST_PATH")
+    for t in joinshield-limited nginx-limit_req; do
+        for _ in $(seq 12); do code=$(curl -s -o /dev/null -w '%{http_code}' "${xff[@]}" "${URL[$t]}"); done
+        [[ $code == 429 ]] || die "$t answered $code, not 429, after 12 requests from one client"
+    done
+    local log="$WORK/flood-limited/shield.log"
+    local lines0 nlines0
+    lines0=$(wc -l <"$log")
+    nlines0=$(wc -l <"$ndir/error.log")
+    local t0=$SECONDS
+    local res="$WORK/flood.txt"
+    : >"$res"
+    for r in $(seq "$FLOOD_ROUNDS"); do
+        for t in joinshield-limited joinshield-forwarding nginx-limit_req; do
+            echo "$r $t $(run_wrk "flood-$t-$r" "${URL[$t]}" "$FLOOD_SECONDS" 32 "${xff[@]}")" >>"$res"
+            note "round $r $t: $(tail -n 1 "$res" | awk '{print $4 " req/s, non-2xx " $7}')"
+        done
+    done
+    sleep 11 # the fold flushes its "repeated" line after 10 s
+    local span=$((SECONDS - t0))
+    local lines=$(($(wc -l <"$log") - lines0)) nlines=$(($(wc -l <"$ndir/error.log") - nlines0))
+    local limited_total
+    limited_total=$(awk '$2 == "joinshield-limited" {s += $7} END {print s + 0}' "$res")
+
+    echo
+    echo "## flood: one client (X-Forwarded-For 198.51.100.9) at wrk -t1 -c32, limit 10/min burst 10"
+    echo
+    echo "| round | target | requests | req/s | p50 ms | p99 ms | non-2xx | socket errors |"
+    echo "|---|---|---|---|---|---|---|---|"
+    awk '{printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8}' "$res"
+    echo
+    awk '
+        { rps[$1, $2] = $4; rounds[$1] = 1 }
+        function med(a, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        END {
+            n = 0
+            for (r in rounds) {
+                n++
+                f[n] = rps[r, "joinshield-limited"] / rps[r, "joinshield-forwarding"]
+                g[n] = rps[r, "joinshield-limited"] / rps[r, "nginx-limit_req"]
+                printf "round %s: denials ÷ forwarded %.2f, denials ÷ nginx 429s %.2f\n", r, f[n], g[n]
+            }
+            printf "median: joinshield denials ÷ its forwarded rate %.2f (target ≥ 2), ÷ nginx 429 rate %.2f (target ≥ 1)\n", med(f, n), med(g, n)
+        }' "$res"
+    echo "log: the limited shield wrote $lines line(s) for $limited_total denials over ${span} s ($(grep -c '"repeated"' "$log") with \"repeated\"); nginx's error log got $nlines line(s)"
+    grep '"repeated"' "$log" | tail -n 1 | cut -c1-300
+    stop_shield flood-limited
+    stop_shield flood-open
+    stop_pid "$npid"
+}
+
+# =================================================================================== cardinality
+scenario_cardinality() {
+    note "cardinality: up to $CARD_TOKENS fresh tokens, at most ${CARD_SECONDS}s, then ${CARD_IDLE}s idle"
+    new_shield card '[[limit]]
+name = "token"
+routes = ["*"]
+key = "token"
+rate = "6/min"     # one request leaves a bucket 10 s from full: keys linger, then go idle
+burst = 5'
+    start_shield card
+    local pid=${SPID[card]} samples="$WORK/card-rss.txt"
+    local before peak during after res
+    before=$(rss_kb "$pid")
+    : >"$samples"
+    sample_rss "$pid" "$samples" &
+    local spid=$!
+    res=$(run_wrk card "http://127.0.0.1:${SPORT[card]}/" "$CARD_SECONDS" 16 -s "$HERE/fresh-tokens.lua" -- "$CARD_TOKENS")
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    peak=$(max_of "$samples")
+    during=$(rss_kb "$pid")
+    sleep "$CARD_IDLE"
+    after=$(rss_kb "$pid")
+    local req rps p50 p99 bad err
+    read -r req rps p50 p99 bad err <<<"$res"
+    echo
+    echo "## cardinality: fresh tokens (one request each) against key=\"token\" rate 6/min burst 5, max_keys 200000"
+    echo
+    local stopped
+    stopped=$(grep -o 'stopped after [0-9]* s' "$WORK/wrk-card.txt" | head -n 1)
+    echo "sent $req requests (as many distinct tokens; target $CARD_TOKENS), ${stopped:-ran the full ${CARD_SECONDS} s}; $bad answered non-2xx (limited), $err socket errors"
+    echo "| | VmRSS |"
+    echo "|---|---|"
+    echo "| before | $(mib "$before") |"
+    echo "| peak (every 200 ms, $(wc -l <"$samples") samples) | $(mib "$peak") (target ≤ 128 MiB) |"
+    echo "| right after the traffic | $(mib "$during") |"
+    echo "| after ${CARD_IDLE} s idle | $(mib "$after") (target < 40 MiB) |"
+    stop_shield card
+}
+
+# ======================================================================================== reload
+scenario_reload() {
+    note "reload storm: 10 s of pass-through load, POST /admin/reload every 100 ms"
+    local limit_a='rate = "100000/min"' limit_b='rate = "100001/min"'
+    new_shield storm "[[limit]]
+name = \"storm-ip\"
+routes = [\"*\"]
+key = \"ip\"
+$limit_a
+burst = 1000"
+    start_shield storm
+    local cfg="$WORK/storm/joinshield.toml"
+    local v0
+    read -r _ _ v0 <<<"$(reload storm)"
+    run_wrk storm "http://127.0.0.1:${SPORT[storm]}$GUEST_PATH" 10 16 -s "$HERE/guests.lua" >"$WORK/storm-wrk.res" &
+    local wpid=$!
+    local sent=0 ok=0 last=$v0 code secs v flip=0 deadline=$((SECONDS + 10))
+    sleep 0.2
+    while kill -0 "$wpid" 2>/dev/null && ((SECONDS < deadline)); do
+        # Change the limit's rate on every reload, written to a temporary file renamed over the
+        # config (as an editor would), so each reload really has something to apply.
+        if ((flip)); then sed "s|^$limit_b|$limit_a|" "$cfg" >"$cfg.new"; else sed "s|^$limit_a|$limit_b|" "$cfg" >"$cfg.new"; fi
+        mv "$cfg.new" "$cfg"
+        flip=$((1 - flip))
+        read -r code secs v <<<"$(reload storm)"
+        sent=$((sent + 1))
+        [[ $code == 200 ]] && ok=$((ok + 1))
+        [[ -n $v ]] && last=$v
+        sleep 0.1
+    done
+    wait "$wpid"
+    local req rps p50 p99 bad err
+    read -r req rps p50 p99 bad err <"$WORK/storm-wrk.res"
+    read -r _ _ v <<<"$(reload storm)"
+    echo
+    echo "## reload storm: wrk -t1 -c16 -d10s (guests.lua) while POST /admin/reload every 100 ms"
+    echo
+    echo "wrk: $req requests, $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $bad, socket errors $err (target 0 and 0)"
+    echo "reloads: $sent sent, $ok answered 200; version $v0 -> $last during the storm ($((last - v0)) applied; the file watcher also sees each edit), $v after it"
+    echo "rejected reloads in the log: $(grep -c 'Shield configuration rejected' "$WORK/storm/shield.log")"
+    stop_shield storm
+}
+
+# ===================================================================================== blocklist
+scenario_blocklist() {
+    note "blocklist: generating $BLOCK_LINES lines"
+    local dir="$WORK/block"
+    mkdir -p "$dir"
+    # 60 % IPv4 /32 from 20.0.0.0 up, 30 % IPv4 /24 from 30.0.0.0 up, 10 % IPv6 /48 in 2a00::/16;
+    # none of them covers the benchmark's clients (10.0.0.0/18, 127.0.0.1).
+    awk -v n="$BLOCK_LINES" 'BEGIN {
+        for (i = 0; i < n; i++) {
+            k = i % 10
+            if (k < 6) {
+                a = 20 * 16777216 + int(i / 10) * 6 + k
+                printf "%d.%d.%d.%d\n", int(a / 16777216), int(a / 65536) % 256, int(a / 256) % 256, a % 256
+            } else if (k < 9) {
+                a = 30 * 65536 + int(i / 10) * 3 + (k - 6)
+                printf "%d.%d.%d.0/24\n", int(a / 65536), int(a / 256) % 256, a % 256
+            } else {
+                b = int(i / 10)
+                printf "2a00:%x:%x::/48\n", int(b / 65536), b % 65536
+            }
+        }
+    }' >"$dir/blocklist.txt" || die "cannot write the blocklist"
+    new_shield block '[lists]
+blocklist = "blocklist.txt"'
+    local t0 t1 check_ms
+    t0=$(now_ms)
+    "$BIN" check -c "$dir/joinshield.toml" >"$dir/check.log" 2>&1 || die "check refused the blocklist: $(tail -n 5 "$dir/check.log")"
+    t1=$(now_ms)
+    check_ms=$((t1 - t0))
+    t0=$(now_ms)
+    start_shield block
+    t1=$(now_ms)
+    local start_ms=$((t1 - t0)) pid=${SPID[block]}
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Forwarded-For: 20.0.0.7' "http://127.0.0.1:${SPORT[block]}$GUEST_PATH")
+    [[ $code == 403 ]] || die "a blocklisted client got $code, not 403"
+    local rss
+    rss=$(rss_kb "$pid")
+    local url="http://127.0.0.1:${SPORT[block]}$GUEST_PATH"
+    run_wrk block-warm "$url" 1 16 -s "$HERE/guests.lua" >/dev/null
+    local res="$WORK/block.txt"
+    : >"$res"
+    local r quiet with secs v rl=()
+    for r in 1 2; do
+        quiet=$(run_wrk "block-quiet-$r" "$url" 4 16 -s "$HERE/guests.lua")
+        run_wrk "block-reload-$r" "$url" 4 16 -s "$HERE/guests.lua" >"$WORK/block-with.res" &
+        local wpid=$!
+        sleep 1.5
+        read -r code secs v <<<"$(reload block)"
+        rl+=("$code/${secs}s/v$v")
+        wait "$wpid"
+        with=$(cat "$WORK/block-with.res")
+        echo "$r quiet $quiet" >>"$res"
+        echo "$r reload $with $code $secs" >>"$res"
+    done
+    echo
+    echo "## large blocklist: $BLOCK_LINES lines (60 % IPv4 /32, 30 % IPv4 /24, 10 % IPv6 /48)"
+    echo
+    echo "joinshield check: $(awk -v m="$check_ms" 'BEGIN {printf "%.2f", m / 1000}') s; shield start to first answer: $(awk -v m="$start_ms" 'BEGIN {printf "%.2f", m / 1000}') s; RSS with the list loaded: $(mib "$rss")"
+    echo
+    echo "| round | run (wrk -t1 -c16 -d4s, guests.lua) | requests | req/s | p50 ms | p99 ms | non-2xx | socket errors | reload answer | reload s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    awk '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, ($2 == "quiet" ? "no reload" : "reload at 1.5 s"), $3, $4, $5, $6, $7, $8, ($9 == "" ? "–" : $9), ($10 == "" ? "–" : $10)}' "$res"
+    echo
+    echo "reloads (code/time/version): ${rl[*]}; RSS after them: $(mib "$(rss_kb "$pid")")"
+    stop_shield block
+}
+
+# ====================================================================================== guessing
+scenario_guessing() {
+    note "guessing: $GUESS_TOKENS bad tokens from $GUESS_ADDRESSES addresses in 2001:db8:abcd::/48"
+    new_shield guess '[enumeration]'
+    start_shield guess
+    local pid=${SPID[guess]} samples="$WORK/guess-rss.txt" before after0 rss0
+    rss0=$(rss_kb "$pid")
+    before=$(standin_requests)
+    : >"$samples"
+    sample_rss "$pid" "$samples" &
+    local spid=$!
+    local res
+    res=$(run_wrk guess "http://127.0.0.1:${SPORT[guess]}/" 20 16 -s "$HERE/guessing.lua" -- "$GUESS_TOKENS" "$GUESS_ADDRESSES")
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    after0=$(standin_requests)
+    local req rps p50 p99 bad err
+    read -r req rps p50 p99 bad err <<<"$res"
+    local bans
+    bans=$(curl -s --max-time 5 -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:${APORT[guess]}/admin/bans")
+    echo
+    echo "## token guessing: $GUESS_TOKENS distinct bad tokens, $GUESS_ADDRESSES rotating /64s in one /48, [enumeration] defaults"
+    echo
+    echo "sent $req requests, $(grep -o 'stopped after [0-9]* s' "$WORK/wrk-guess.txt" | head -n 1) (non-2xx $bad, socket errors $err)"
+    echo "reached the app: $((after0 - before)) (target < 200)"
+    echo "shield VmRSS: $(mib "$rss0") at start, peak $(mib "$(max_of "$samples")") (target < 128 MiB, $(wc -l <"$samples") samples)"
+    echo "bans: $(grep -o '"net":"[^"]*"' <<<"$bans" | head -n 5 | tr '\n' ' ') ($(grep -o '"net"' <<<"$bans" | wc -l) in all); brute-force lines: $(grep -c 'brute force detected' "$WORK/guess/shield.log")"
+    stop_shield guess
+}
+
+for s in $SCENARIOS; do "scenario_$s"; done
+exit 0
