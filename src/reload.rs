@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, FileStamp};
 use crate::log::{Level, Record, Value};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
@@ -44,7 +44,7 @@ pub fn reload(shared: &Shared) -> Outcome {
         errors,
         kept: current.version,
     };
-    let loaded = match config::load(&path) {
+    let loaded = match config::load_with(&path, Some(&current.loaded.lists)) {
         Ok(l) => l,
         Err(errors) => return rejected(errors),
     };
@@ -273,19 +273,6 @@ fn switch_changes(
 /// How often watched files are looked at.
 pub const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// What identifies a file's content cheaply: device, inode, size, modification time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamp(Option<(u64, u64, u64, i64, i64)>);
-
-fn stamp(path: &std::path::Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    Stamp(
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())),
-    )
-}
-
 /// The files a snapshot was built from: the configuration and every list it names.
 fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
     let snap = shared.snapshot.load();
@@ -301,7 +288,7 @@ fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
 }
 
 /// The files to watch and how they looked when the running snapshot was built.
-pub struct Watched(Vec<(std::path::PathBuf, Stamp)>);
+pub struct Watched(Vec<(std::path::PathBuf, FileStamp)>);
 
 impl Watched {
     /// Stamps the files of the snapshot in force now (call before serving, so no edit made
@@ -311,7 +298,7 @@ impl Watched {
             watched_files(shared)
                 .into_iter()
                 .map(|f| {
-                    let s = stamp(&f);
+                    let s = FileStamp::of(&f);
                     (f, s)
                 })
                 .collect(),
@@ -328,13 +315,13 @@ pub async fn watch(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(WATCH_PERIOD);
-    let mut pending: Option<Vec<Stamp>> = None;
+    let mut pending: Option<Vec<FileStamp>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = crate::server::stopped(&mut stopped) => return,
         }
-        let now: Vec<Stamp> = files.0.iter().map(|(f, _)| stamp(f)).collect();
+        let now: Vec<FileStamp> = files.0.iter().map(|(f, _)| FileStamp::of(f)).collect();
         let applied = files.0.iter().map(|(_, s)| s);
         if now.iter().eq(applied) {
             pending = None;
@@ -358,7 +345,7 @@ pub async fn watch(
         for f in watched_files(&shared) {
             let s = match files.0.iter().find(|(p, _)| *p == f) {
                 Some((_, s)) => s.clone(),
-                None => stamp(&f),
+                None => FileStamp::of(&f),
             };
             next.push((f, s));
         }

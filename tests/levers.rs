@@ -426,3 +426,44 @@ async fn reloads_under_concurrent_keep_alive_traffic_fail_nothing_and_drop_nothi
     assert!(total >= 8 * 50);
     assert_eq!(*h.shield.shared.version.borrow(), 21);
 }
+
+#[tokio::test]
+async fn a_reload_shares_an_unchanged_list_and_rereads_a_changed_one() {
+    let h = with_lists("203.0.113.1\n", "192.0.2.1\n", "").await;
+    let before = h
+        .shield
+        .shared
+        .snapshot
+        .load()
+        .loaded
+        .lists
+        .blocklist
+        .clone();
+    // Only the configuration changes: the blocklist is the very same list afterwards.
+    let text = std::fs::read_to_string(h.config_path())
+        .unwrap()
+        .replace("rate = \"1/h\"", "rate = \"2/h\"");
+    std::fs::write(h.config_path(), text).unwrap();
+    assert!(matches!(
+        joinshield::reload::reload(&h.shield.shared),
+        joinshield::reload::Outcome::Applied { .. }
+    ));
+    let after = h
+        .shield
+        .shared
+        .snapshot
+        .load()
+        .loaded
+        .lists
+        .blocklist
+        .clone();
+    assert!(std::sync::Arc::ptr_eq(&before, &after));
+    // The file changes (same size, in place): it is read again.
+    std::fs::write(h.dir.path().join("block.txt"), "203.0.113.2\n").unwrap();
+    assert!(matches!(
+        joinshield::reload::reload(&h.shield.shared),
+        joinshield::reload::Outcome::Applied { .. }
+    ));
+    assert_eq!(from(&h, "203.0.113.2", "/").await.status, 403);
+    assert_eq!(from(&h, "203.0.113.1", "/").await.status, 200);
+}

@@ -6,6 +6,7 @@ pub mod units;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -32,15 +33,39 @@ pub struct Loaded {
 #[derive(Debug)]
 pub struct Lists {
     /// Refused with 403 on every path.
-    pub blocklist: IpList,
+    pub blocklist: Arc<IpList>,
     /// Exempt from limits and automatic bans.
-    pub allowlist: IpList,
+    pub allowlist: Arc<IpList>,
     /// Answered 410 at the edge.
-    pub revoked: TokenList,
+    pub revoked: Arc<TokenList>,
+    /// How each list file looked when it was read, to reuse it when a reload finds it unchanged.
+    stamps: [(Option<PathBuf>, FileStamp); 3],
 }
 
-/// Loads every list `paths` names; every bad line of every file is reported.
-pub fn load_lists(paths: &validate::ListPaths) -> Result<Lists, Vec<ConfigError>> {
+/// What identifies a file's content cheaply: device, inode, size and modification time. A
+/// rewrite in place changes the time (nanoseconds), a rename changes the inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp(Option<(u64, u64, u64, i64, i64)>);
+
+impl FileStamp {
+    /// The stamp of `path` now (`None` inside when it cannot be read).
+    pub fn of(path: &Path) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())),
+        )
+    }
+}
+
+/// Loads every list `paths` names; every bad line of every file is reported. A list whose file
+/// is unchanged since `previous` read it is shared, not read again: a reload that only touches
+/// the configuration costs nothing for a million-line blocklist, and holds it once in memory.
+pub fn load_lists(
+    paths: &validate::ListPaths,
+    previous: Option<&Lists>,
+) -> Result<Lists, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut convert = |key: &str, errs: Vec<ListError>| {
         errors.extend(errs.into_iter().map(|e| ConfigError {
@@ -50,17 +75,42 @@ pub fn load_lists(paths: &validate::ListPaths) -> Result<Lists, Vec<ConfigError>
             message: e.message,
         }))
     };
-    let blocklist = match &paths.blocklist {
-        None => Some(IpList::empty()),
-        Some(p) => IpList::load(p).map_err(|e| convert("blocklist", e)).ok(),
+    let stamp = |p: &Option<PathBuf>| {
+        (
+            p.clone(),
+            p.as_deref().map(FileStamp::of).unwrap_or(FileStamp(None)),
+        )
     };
-    let allowlist = match &paths.allowlist {
-        None => Some(IpList::empty()),
-        Some(p) => IpList::load(p).map_err(|e| convert("allowlist", e)).ok(),
+    let stamps = [
+        stamp(&paths.blocklist),
+        stamp(&paths.allowlist),
+        stamp(&paths.revoked_tokens),
+    ];
+    // Reusable when the same file is named and its stamp (taken before reading) is unchanged.
+    let unchanged = |i: usize| {
+        previous.is_some_and(|prev| prev.stamps[i] == stamps[i] && stamps[i].1 != FileStamp(None))
     };
-    let revoked = match &paths.revoked_tokens {
-        None => Some(TokenList::empty()),
-        Some(p) => TokenList::load(p)
+    let blocklist = match (&paths.blocklist, previous) {
+        (_, Some(prev)) if unchanged(0) => Some(prev.blocklist.clone()),
+        (None, _) => Some(Arc::new(IpList::empty())),
+        (Some(p), _) => IpList::load(p)
+            .map(Arc::new)
+            .map_err(|e| convert("blocklist", e))
+            .ok(),
+    };
+    let allowlist = match (&paths.allowlist, previous) {
+        (_, Some(prev)) if unchanged(1) => Some(prev.allowlist.clone()),
+        (None, _) => Some(Arc::new(IpList::empty())),
+        (Some(p), _) => IpList::load(p)
+            .map(Arc::new)
+            .map_err(|e| convert("allowlist", e))
+            .ok(),
+    };
+    let revoked = match (&paths.revoked_tokens, previous) {
+        (_, Some(prev)) if unchanged(2) => Some(prev.revoked.clone()),
+        (None, _) => Some(Arc::new(TokenList::empty())),
+        (Some(p), _) => TokenList::load(p)
+            .map(Arc::new)
             .map_err(|e| convert("revoked_tokens", e))
             .ok(),
     };
@@ -69,6 +119,7 @@ pub fn load_lists(paths: &validate::ListPaths) -> Result<Lists, Vec<ConfigError>
             blocklist,
             allowlist,
             revoked,
+            stamps,
         }),
         _ => Err(errors),
     }
@@ -88,6 +139,11 @@ fn list_warnings(lists: &Lists) -> Vec<String> {
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    load_with(path, None)
+}
+
+/// As [`load`], sharing the lists of `previous` whose files are unchanged (for reloads).
+pub fn load_with(path: &Path, previous: Option<&Lists>) -> Result<Loaded, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
             file: path.to_path_buf(),
@@ -96,11 +152,19 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
             message: format!("cannot read the configuration file: {e}"),
         }]
     })?;
-    parse(&text, path)
+    parse_with(&text, path, previous)
 }
 
 /// Validates configuration `text` as if read from `path` (relative paths resolve beside it).
 pub fn parse(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    parse_with(text, path, None)
+}
+
+fn parse_with(
+    text: &str,
+    path: &Path,
+    previous: Option<&Lists>,
+) -> Result<Loaded, Vec<ConfigError>> {
     let err = |line: Option<usize>, key: &str, message: String| ConfigError {
         file: path.to_path_buf(),
         line,
@@ -153,7 +217,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
             "the configuration is incomplete".into(),
         )]);
     };
-    let lists = load_lists(&config.lists)?;
+    let lists = load_lists(&config.lists, previous)?;
     let warnings = list_warnings(&lists);
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(Loaded {
