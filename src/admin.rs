@@ -167,6 +167,34 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
             }
         }
         (_, "/admin/bans") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE"),
+        (&Method::GET, "/admin/status") => json(
+            StatusCode::OK,
+            crate::recent::status_json(shared, now_ms()).to_string(),
+        ),
+        (&Method::GET, "/admin/denials") => {
+            let query = req.uri().query().unwrap_or("");
+            match crate::recent::denials_ndjson(&shared.recent, query, now_ms()) {
+                Ok(body) => {
+                    let mut r = json(StatusCode::OK, body);
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-ndjson"),
+                    );
+                    r
+                }
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+            }
+        }
+        (&Method::GET, "/admin/offenders") => {
+            let query = req.uri().query().unwrap_or("");
+            match crate::recent::offenders_json(&shared.recent, query, now_ms()) {
+                Ok(v) => json(StatusCode::OK, v.to_string()),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+            }
+        }
+        (_, "/admin/status" | "/admin/denials" | "/admin/offenders") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+        }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }
@@ -264,7 +292,7 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
 }
 
 /// The value of `name` in a query string (percent-decoded).
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name).then(|| {

@@ -9,7 +9,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::limits::Exceeded;
-use crate::log::{Level, LogHandle, Record, Value};
+use crate::log::{FoldOutcome, Level, LogHandle, Record, Value};
+use crate::recent::Recent;
 
 /// Why the shield answered instead of the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,9 +216,28 @@ pub struct Seen<'a> {
 /// Paths longer than this are cut in log lines (after the token is redacted).
 const MAX_LOGGED_PATH: usize = 512;
 
-/// Logs a denial, folding repeats of one client and reason into one line per 10 s. `shadow`
-/// marks a shadow limit's would-be denial (the request went through).
-pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>, shadow: bool) {
+/// The message of a denial's log line; `guest` when the request matched a route class.
+pub fn log_message(denial: &Denial, guest: bool) -> &'static str {
+    match denial {
+        // Not a denial of the guest but a failure of the app: its own words, so that
+        // `grep "Join token"` counts only what the shield refused.
+        Denial::UpstreamUnavailable | Denial::UpstreamTimeout => "Upstream request failed",
+        _ if guest => "Join token access denied",
+        _ => "Access denied",
+    }
+}
+
+/// Logs a denial, folding repeats of one client and reason into one line per 10 s, and records
+/// every one of them, folded or not, in `recent`. `shadow` marks a shadow limit's would-be
+/// denial (the request went through).
+pub fn log_denial(
+    log: &LogHandle,
+    recent: &Recent,
+    keep: usize,
+    denial: &Denial,
+    seen: &Seen<'_>,
+    shadow: bool,
+) {
     let limit = match denial {
         Denial::RateLimited(e) => Some(e.name.clone()),
         _ => None,
@@ -233,15 +253,8 @@ pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>
         }
         h.finish()
     };
-    log.log_folded(fold_key, std::time::Instant::now(), || {
-        let message = match denial {
-            // Not a denial of the guest but a failure of the app: its own words, so that
-            // `grep "Join token"` counts only what the shield refused.
-            Denial::UpstreamUnavailable | Denial::UpstreamTimeout => "Upstream request failed",
-            _ if seen.route.is_some() => "Join token access denied",
-            _ => "Access denied",
-        };
-        let mut r = Record::new(Level::Warning, message)
+    let outcome = log.log_folded(fold_key, std::time::Instant::now(), || {
+        let mut r = Record::new(Level::Warning, log_message(denial, seen.route.is_some()))
             .with("reason", denial.code())
             .with("ip", seen.ip.to_string());
         if let Some(token) = seen.token {
@@ -282,6 +295,8 @@ pub fn log_denial(log: &LogHandle, keep: usize, denial: &Denial, seen: &Seen<'_>
             Value::request_bytes(seen.request_id.as_bytes()),
         )
     });
+    let logged = outcome != FoldOutcome::Folded;
+    recent.record_denial(denial, seen, shadow, keep, logged, crate::server::now_ms());
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod lists;
 pub mod log;
 pub mod metrics;
+pub mod recent;
 pub mod reload;
 pub mod server;
 pub mod snapshot;

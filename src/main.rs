@@ -109,6 +109,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlAction {
+    /// Show what is loaded, paused switches, list sizes, bans, error and request rates.
+    Status,
+    /// Print the recent denials (the playbook's "snapshot logs"), oldest first.
+    Denials {
+        /// How far back: `90s`, `15m`, `2h` (at most 24h; the shield keeps the last 100,000).
+        #[arg(long, default_value = "15m")]
+        since: String,
+    },
+    /// Print the client IPs, prefixes and token previews most denied and most failing tokens.
+    Offenders {
+        /// How far back, in whole minutes: `5m`, `15m`, `1h` (at most 60m).
+        #[arg(long, default_value = "15m")]
+        since: String,
+        /// How many of each to show (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        top: u32,
+    },
     /// Reload the configuration and lists now.
     Reload,
     /// List active bans (automatic and manual).
@@ -430,7 +447,19 @@ async fn ctl(
 ) -> Result<ExitCode> {
     let token = std::env::var("JOINSHIELD_ADMIN_TOKEN").ok();
     let client = AdminClient::new(&admin_url(path, admin)?, token);
+    let encode = |text: &str| -> String {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).collect()
+    };
     let reply = match &action {
+        CtlAction::Status => client.call("GET", "/admin/status", None).await?,
+        CtlAction::Denials { since } => {
+            let path = format!("/admin/denials?since={}", encode(since));
+            client.call("GET", &path, None).await?
+        }
+        CtlAction::Offenders { since, top } => {
+            let path = format!("/admin/offenders?since={}&top={top}", encode(since));
+            client.call("GET", &path, None).await?
+        }
         CtlAction::Reload => client.call("POST", "/admin/reload", None).await?,
         CtlAction::Bans => client.call("GET", "/admin/bans", None).await?,
         CtlAction::Ban {
@@ -466,6 +495,9 @@ async fn ctl(
 fn print_human(action: &CtlAction, body: &str) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
     match action {
+        CtlAction::Status => print_status(&v),
+        CtlAction::Denials { since } => print_denials(body, since),
+        CtlAction::Offenders { .. } => print_offenders(&v),
         CtlAction::Reload => {
             println!("reloaded: version {}", v["version"]);
             for c in v["changes"].as_array().into_iter().flatten() {
@@ -516,6 +548,146 @@ fn print_human(action: &CtlAction, body: &str) {
                 "lifted the ban of {}",
                 v["lifted"]["net"].as_str().unwrap_or_default()
             );
+        }
+    }
+}
+
+/// A share as a percentage, or `-` when there was nothing to share.
+fn percent(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_status(v: &serde_json::Value) {
+    let sha = v["sha256"].as_str().unwrap_or_default();
+    println!(
+        "version       {} (sha256 {}, loaded {})",
+        v["version"],
+        sha.get(..16).unwrap_or(sha),
+        v["loaded_at"].as_str().unwrap_or_default()
+    );
+    let switches: Vec<String> = v["switches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            format!(
+                "{} {}{}",
+                w["name"].as_str().unwrap_or_default(),
+                if w["paused"].as_bool().unwrap_or(false) {
+                    "PAUSED"
+                } else {
+                    "off"
+                },
+                w["until"]
+                    .as_str()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    println!(
+        "switches      {}",
+        if switches.is_empty() {
+            "none".to_string()
+        } else {
+            switches.join(", ")
+        }
+    );
+    let l = &v["lists"];
+    println!(
+        "lists         blocklist {}, allowlist {}, revoked tokens {}",
+        l["blocklist"], l["allowlist"], l["revoked_tokens"]
+    );
+    println!("bans          {} active", v["bans"]);
+    let e = &v["guest_error_rate"];
+    println!(
+        "guest errors  {} (1m)  {} (5m)  {} (15m)",
+        percent(&e["1m"]),
+        percent(&e["5m"]),
+        percent(&e["15m"])
+    );
+    let m = &v["per_minute"];
+    println!(
+        "last minute   {} requests, {} denied, {} guest requests forwarded, {} failed",
+        m["requests"], m["denials"], m["guest_forwarded"], m["guest_errors"]
+    );
+}
+
+fn print_denials(body: &str, since: &str) {
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if lines.is_empty() {
+        println!("no denials in the last {since}");
+        return;
+    }
+    println!(
+        "{:<24} {:<39} {:<6} {:<22} {:<16} {:<12} path",
+        "time", "ip", "method", "reason", "route", "token"
+    );
+    let field = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or("-").to_string();
+    for d in &lines {
+        let mut reason = field(d, "reason");
+        if let Some(limit) = d["limit"].as_str() {
+            reason = format!("{reason} {limit}");
+        }
+        if d["mode"].as_str() == Some("shadow") {
+            reason.push_str(" (shadow)");
+        }
+        println!(
+            "{:<24} {:<39} {:<6} {:<22} {:<16} {:<12} {}",
+            field(d, "time"),
+            field(d, "ip"),
+            field(d, "method"),
+            reason,
+            field(d, "route"),
+            field(d, "token"),
+            field(d, "path")
+        );
+    }
+    println!(
+        "{} denial{} in the last {since}",
+        lines.len(),
+        plural(lines.len())
+    );
+}
+
+fn print_offenders(v: &serde_json::Value) {
+    println!(
+        "offenders over the last {} minute{} (a count may be over by up to its +N)",
+        v["minutes"],
+        plural(usize::try_from(v["minutes"].as_u64().unwrap_or(0)).unwrap_or(0))
+    );
+    for (kind, title) in [("denials", "denials"), ("failed_tokens", "failed tokens")] {
+        for (dim, what) in [
+            ("ips", "client IP"),
+            ("prefixes", "prefix"),
+            ("tokens", "token preview"),
+        ] {
+            let rows = v[kind][dim].as_array().cloned().unwrap_or_default();
+            println!();
+            println!("{what} by {title}");
+            if rows.is_empty() {
+                println!("  none");
+                continue;
+            }
+            for (i, r) in rows.iter().enumerate() {
+                let over = r["max_overcount"].as_u64().unwrap_or(0);
+                println!(
+                    "  {:>3}. {:<43} {:>8}{}",
+                    i + 1,
+                    r["key"].as_str().unwrap_or_default(),
+                    r["count"],
+                    if over > 0 {
+                        format!(" (+{over})")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
     }
 }

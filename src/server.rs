@@ -60,6 +60,8 @@ pub struct Shared {
     pub failures: FailureCounter,
     /// Counters that belong to no route (per-route ones live in the snapshot).
     pub metrics: crate::metrics::Metrics,
+    /// Recent denials, offenders and request rates (for the admin API).
+    pub recent: crate::recent::Recent,
 }
 
 /// Most clients and prefixes whose failed tokens are counted at once.
@@ -87,6 +89,7 @@ impl Shared {
             bans,
             failures: FailureCounter::new(FAILURE_TABLE_CLIENTS, FAILURE_TABLE_PREFIXES),
             metrics: Default::default(),
+            recent: crate::recent::Recent::default(),
         }
     }
 
@@ -163,13 +166,16 @@ pub async fn handle(
         for hit in shadowed {
             let hit = Denial::RateLimited(hit);
             meter.shadowed(&hit);
-            deny::log_denial(&shared.log, keep, &hit, &seen, true);
+            deny::log_denial(&shared.log, &shared.recent, keep, &hit, &seen, true);
         }
         verdict
     });
     if let Some(denial) = verdict {
         meter.refused(&denial);
-        deny::log_denial(&shared.log, keep, &denial, &seen, false);
+        deny::log_denial(&shared.log, &shared.recent, keep, &denial, &seen, false);
+        let guest = classified.class.is_some();
+        let status = denial.status().as_u16();
+        shared.recent.record_answer(guest, false, status, now_ms());
         if denial == Denial::InvalidToken {
             // A malformed token is a failed guess too, answered without asking the app.
             count_failure(&shared, &snap, &facts);
@@ -213,6 +219,8 @@ pub async fn handle(
                 observe(&shared, resp.status().as_u16(), &facts);
             }
             forward::prepare_response(&mut resp, &request_id);
+            let (guest, status) = (classified.class.is_some(), resp.status().as_u16());
+            shared.recent.record_answer(guest, true, status, now_ms());
             Ok(resp.map(Either::Left))
         }
         Err(denial) => {
@@ -234,12 +242,15 @@ pub async fn handle(
             };
             deny::log_denial(
                 &shared.log,
+                &shared.recent,
                 snap.loaded.config.log.token_preview,
                 &denial,
                 &seen,
                 false,
             );
             // A body cut off at max_body mid-stream is still partly unread: close after answering.
+            let (guest, status) = (classified.class.is_some(), denial.status().as_u16());
+            shared.recent.record_answer(guest, true, status, now_ms());
             let unread = denial == Denial::PayloadTooLarge;
             Ok(answer(&denial, &request_id, unread))
         }
@@ -269,6 +280,10 @@ fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
     if facts.allowlisted {
         return;
     }
+    let keep = snap.loaded.config.log.token_preview;
+    shared
+        .recent
+        .record_failed_token(facts.ip, token, keep, now_ms());
     let v6 = snap.loaded.config.client.ipv6_prefix;
     let offences = shared.failures.record(
         &e.settings,
