@@ -248,9 +248,9 @@ pub async fn handle(
                 &seen,
                 false,
             );
-            // A body cut off at max_body mid-stream is still partly unread: close after answering.
             let (guest, status) = (classified.class.is_some(), denial.status().as_u16());
             shared.recent.record_answer(guest, true, status, now_ms());
+            // A body cut off at max_body mid-stream is still partly unread: close after answering.
             let unread = denial == Denial::PayloadTooLarge;
             Ok(answer(&denial, &request_id, unread))
         }
