@@ -54,41 +54,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [[ $(nproc) -ge 2 ]]; then
-    LOAD_PIN=(taskset -c 0)   # wrk
-    SERVE_PIN=(taskset -c 1)  # proxies and upstream
-    PINNING="wrk on core 0; upstream and proxy on core 1"
-else
-    LOAD_PIN=()
-    SERVE_PIN=()
-    PINNING="one core: no pinning"
-fi
-
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if [[ -z $(ss -Htln "sport = :$p" 2>/dev/null) ]]; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# wait_http PORT PID WHAT: until PORT answers HTTP (any status), while PID lives, at most 15 s.
-wait_http() {
-    local deadline=$((SECONDS + 15))
-    while ((SECONDS < deadline)); do
-        kill -0 "$2" 2>/dev/null || die "$3 exited during startup (see its log below)$(tail -n 20 "$WORK/$3.log" 2>/dev/null | sed 's/^/\n  /')"
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    die "$3 did not answer on 127.0.0.1:$1 within 15 s"
-}
+source "$(dirname "$0")/lib.sh"
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -120,7 +86,7 @@ NGINX_PORT=$(free_port) || die "no free port"
 "${SERVE_PIN[@]}" "$BIN" standin --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
 UPSTREAM_PID=$!
 PIDS+=("$UPSTREAM_PID")
-wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" upstream
+wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" "$WORK/upstream.log" 15
 
 sed -e "s/@SHIELD_PORT@/$SHIELD_PORT/g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" \
     -e "s/@ADMIN_PORT@/$ADMIN_PORT/g" "$HERE/joinshield.toml.in" >"$WORK/joinshield.toml"
@@ -129,7 +95,7 @@ sed -e "s/@SHIELD_PORT@/$SHIELD_PORT/g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" 
 "${SERVE_PIN[@]}" "$BIN" run -c "$WORK/joinshield.toml" >"$WORK/joinshield.log" 2>&1 &
 SHIELD_PID=$!
 PIDS+=("$SHIELD_PID")
-wait_http "$SHIELD_PORT" "$SHIELD_PID" joinshield
+wait_http "$SHIELD_PORT" "$SHIELD_PID" "$WORK/joinshield.log" 15
 SHIELD_RSS_START=$(rss_kb "$SHIELD_PID")
 
 mkdir -p "$WORK/nginx" && chmod 755 "$WORK" "$WORK/nginx"
@@ -140,7 +106,7 @@ nginx -t -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx-check.log" 2
 "${SERVE_PIN[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
-wait_http "$NGINX_PORT" "$NGINX_PID" nginx
+wait_http "$NGINX_PORT" "$NGINX_PID" "$WORK/nginx.log" 15
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
 [[ -n $NGINX_WORKER ]] || die "nginx has no worker process"
 

@@ -81,45 +81,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [[ $(nproc) -ge 2 ]]; then
-    LOAD_PIN=(taskset -c 0)   # wrk
-    SERVE_PIN=(taskset -c 1)  # proxies and upstream
-    PINNING="wrk on core 0; upstream and proxy on core 1"
-else
-    LOAD_PIN=()
-    SERVE_PIN=()
-    PINNING="one core: no pinning"
-fi
-
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        # Below the kernel's ephemeral range (32768 up by default): wrk's and the proxies' own
-        # outgoing connections take their local ports from there, and one of those can hold a port
-        # that was free a moment ago.
-        p=$((20000 + RANDOM % 12000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if [[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]]; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# wait_http PORT PID LOG: until PORT answers HTTP (any status), while PID lives, at most 60 s
-# (a shield loading a million-line list takes a while).
-wait_http() {
-    local deadline=$((SECONDS + 60))
-    while ((SECONDS < deadline)); do
-        kill -0 "$2" 2>/dev/null || die "process on port $1 exited during startup$(tail -n 20 "$3" 2>/dev/null | sed 's/^/\n  /')"
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    die "nothing answered on 127.0.0.1:$1 within 60 s"
-}
+source "$(dirname "$0")/lib.sh"
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
