@@ -36,25 +36,13 @@ struct Cli {
 enum Command {
     /// Serve with a configuration file.
     Run {
-        /// The configuration file.
-        #[arg(
-            short,
-            long,
-            env = "JOINSHIELD_CONFIG",
-            default_value = "config/joinshield.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate a configuration file and the lists it names; print a summary.
     Check {
-        /// The configuration file.
-        #[arg(
-            short,
-            long,
-            env = "JOINSHIELD_CONFIG",
-            default_value = "config/joinshield.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run the shipped configuration in front of a built-in stand-in of the guest API.
     Demo {
@@ -67,28 +55,16 @@ enum Command {
     },
     /// Exit 0 when the admin /healthz answers 200.
     Healthcheck {
-        /// The configuration file (for the admin address).
-        #[arg(
-            short,
-            long,
-            env = "JOINSHIELD_CONFIG",
-            default_value = "config/joinshield.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The admin API's URL, instead of the one in the configuration.
         #[arg(long)]
         admin: Option<String>,
     },
     /// Talk to a running shield's admin API (token from $JOINSHIELD_ADMIN_TOKEN).
     Ctl {
-        /// The configuration file (for the admin address).
-        #[arg(
-            short,
-            long,
-            env = "JOINSHIELD_CONFIG",
-            default_value = "config/joinshield.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The admin API's URL, instead of the one in the configuration.
         #[arg(long, global = true)]
         admin: Option<String>,
@@ -105,6 +81,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
     },
+}
+
+/// `-c FILE`: the configuration file, shared by every command that reads one.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(
+        short = 'c',
+        value_name = "FILE",
+        long = "config",
+        env = "JOINSHIELD_CONFIG",
+        default_value = "config/joinshield.toml"
+    )]
+    path: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -172,21 +162,21 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { config } => {
-            let loaded = match load_or_report(&config) {
+            let loaded = match load_or_report(&config.path) {
                 Some(l) => l,
                 None => return Ok(ExitCode::FAILURE),
             };
             serve(loaded, None).await
         }
-        Command::Check { config } => Ok(check(&config)),
+        Command::Check { config } => Ok(check(&config.path)),
         Command::Demo { listen, admin } => demo(listen, admin).await,
-        Command::Healthcheck { config, admin } => healthcheck(&config, admin).await,
+        Command::Healthcheck { config, admin } => healthcheck(&config.path, admin).await,
         Command::Ctl {
             config,
             admin,
             json,
             action,
-        } => ctl(&config, admin, json, action).await,
+        } => ctl(&config.path, admin, json, action).await,
         Command::Standin { listen } => {
             let standin = joinshield::standin::spawn(listen, false).await?;
             eprintln!("stand-in guest API on http://{}", standin.addr);
