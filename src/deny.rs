@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::limits::Exceeded;
@@ -140,10 +140,22 @@ pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+// Header names of the rate-limit answer, built at compile time: inserting by `&str` would parse
+// and hash the name on every denial (a flood is made of denials).
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Headers a shield answer carries at most: the ones below, plus `X-Request-Id`, `Connection`
+/// and those hyper adds (`Content-Length`, `Date`). Sized once, the map never grows.
+const ANSWER_HEADERS: usize = 12;
+
 /// The JSON answer for `denial`, with its status and headers.
 pub fn respond(denial: &Denial) -> Response<Full<Bytes>> {
     let retry = denial.retry_after().map(retry_after_secs);
-    let mut body = String::with_capacity(128);
+    let mut body = String::with_capacity(160);
     body.push_str("{\"message\":");
     json_string(&mut body, denial.message());
     body.push_str(",\"error\":{\"code\":\"");
@@ -155,12 +167,13 @@ pub fn respond(denial: &Denial) -> Response<Full<Bytes>> {
     }
     if let Some(secs) = retry {
         body.push_str(",\"retry_after\":");
-        body.push_str(&secs.to_string());
+        push_u64(&mut body, secs);
     }
     body.push_str("}}");
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = denial.status();
     let h = resp.headers_mut();
+    h.reserve(ANSWER_HEADERS);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -175,23 +188,52 @@ pub fn respond(denial: &Denial) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Appends `n` in decimal (no formatting machinery, no allocation beyond `out`'s).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
 /// `X-RateLimit-*` as Laravel sends them, and the IETF draft's `RateLimit-Policy` / `RateLimit`
 /// (draft-ietf-httpapi-ratelimit-headers: quota `q` per window `w` seconds; `r` remaining, `t`
 /// seconds until more).
 fn rate_limit_headers(h: &mut http::HeaderMap, e: &Exceeded, retry_secs: u64) {
     let window = e.rate.per.as_secs().max(1);
-    let reset = chrono::Utc::now().timestamp().max(0) as u64 + retry_secs;
-    h.insert("x-ratelimit-limit", HeaderValue::from(e.rate.count));
-    h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-    h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(e.rate.count));
+    h.insert(X_RATELIMIT_REMAINING, HeaderValue::from_static("0"));
+    h.insert(X_RATELIMIT_RESET, HeaderValue::from(now + retry_secs));
     // Limit names are letters, digits, '_' and '-' (validated), so they are safe in a quoted string.
-    let policy = format!("\"{}\";q={};w={window}", e.name, e.rate.count);
-    let current = format!("\"{}\";r=0;t={retry_secs}", e.name);
-    if let Ok(v) = HeaderValue::from_str(&policy) {
-        h.insert("ratelimit-policy", v);
+    let mut policy = String::with_capacity(e.name.len() + 32);
+    policy.push('"');
+    policy.push_str(&e.name);
+    policy.push_str("\";q=");
+    push_u64(&mut policy, u64::from(e.rate.count));
+    policy.push_str(";w=");
+    push_u64(&mut policy, window);
+    let mut current = String::with_capacity(e.name.len() + 24);
+    current.push('"');
+    current.push_str(&e.name);
+    current.push_str("\";r=0;t=");
+    push_u64(&mut current, retry_secs);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(policy)) {
+        h.insert(RATELIMIT_POLICY, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&current) {
-        h.insert("ratelimit", v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(current)) {
+        h.insert(RATELIMIT, v);
     }
 }
 

@@ -10,6 +10,13 @@ use clap::{Parser, Subcommand};
 use joinshield::config::{self, Loaded};
 use joinshield::ctl::AdminClient;
 
+// mimalloc instead of glibc's malloc: every request allocates and frees a few dozen small
+// blocks on the runtime's worker threads, and glibc's per-thread arenas keep growing and
+// trimming their heaps under that churn (an `mprotect` system call every few requests in a
+// flood). BENCHMARKS.md has the figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The shipped configuration and its example lists, embedded for `demo`.
 const SHIPPED: [(&str, &str); 4] = [
     ("joinshield.toml", include_str!("../config/joinshield.toml")),

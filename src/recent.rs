@@ -108,6 +108,19 @@ impl Recent {
     }
 }
 
+/// [`cut`] for a string the caller already owns: no copy when it is short enough.
+fn cut_owned(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
 /// Cuts `s` to at most `max` bytes on a character boundary, marking a cut with `...`.
 fn cut(s: &str, max: usize) -> Box<str> {
     if s.len() <= max {
@@ -148,7 +161,7 @@ pub struct Entry {
     /// The request method.
     pub method: http::Method,
     /// The path, token redacted, cut at [`MAX_PATH`].
-    pub path: Box<str>,
+    pub path: String,
     /// The limit exceeded.
     pub limit: Option<Arc<str>>,
     /// The switch that paused the route.
@@ -173,8 +186,8 @@ impl Entry {
         at_ms: i64,
     ) -> Entry {
         let path = match seen.token {
-            Some(t) => cut(&crate::log::redact_path(seen.path, t, keep), MAX_PATH),
-            None => cut(seen.path, MAX_PATH),
+            Some(t) => cut_owned(crate::log::redact_path(seen.path, t, keep), MAX_PATH),
+            None => cut(seen.path, MAX_PATH).into(),
         };
         Entry {
             seq: 0,

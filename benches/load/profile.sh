@@ -7,6 +7,12 @@
 # Usage, from the repository root:   benches/load/profile.sh
 # Knobs (environment):  PROFILE_DURATION  seconds of measured load      (default 10)
 #                       PROFILE_TOP       functions listed              (default 25)
+#                       PROFILE_SCENARIO  "forward": guests.lua traffic, every request forwarded;
+#                                         "flood": one client (X-Forwarded-For 198.51.100.9) far
+#                                         over a 10/min limit, every request denied 429
+#                                         (default forward)
+#                       PROFILE_OUT       if set, the callgrind profile is copied to this file
+#                                         (for callgrind_annotate --inclusive=yes)
 #
 # The stand-in upstream runs natively; the shield runs under callgrind with instrumentation off
 # until a one-second warm-up is over, so start-up and connection set-up are not counted. wrk then
@@ -19,6 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 HERE=benches/load
 DURATION=${PROFILE_DURATION:-10}
 TOP=${PROFILE_TOP:-25}
+SCENARIO=${PROFILE_SCENARIO:-forward}
 
 die() {
     echo "profile.sh: $*" >&2
@@ -55,6 +62,22 @@ port() { echo $((20000 + RANDOM % 30000)); }
 UPSTREAM_PORT=$(port) SHIELD_PORT=$(port) ADMIN_PORT=$(port)
 sed -e "s/@SHIELD_PORT@/$SHIELD_PORT/g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" \
     -e "s/@ADMIN_PORT@/$ADMIN_PORT/g" "$HERE/joinshield.toml.in" >"$WORK/joinshield.toml"
+case $SCENARIO in
+    forward) WRK_ARGS=(-s "$HERE/guests.lua") ;;
+    flood)
+        WRK_ARGS=(-H "X-Forwarded-For: 198.51.100.9")
+        cat >>"$WORK/joinshield.toml" <<'LIMIT'
+
+[[limit]]
+name = "flood-ip"
+routes = ["*"]
+key = "ip"
+rate = "10/min"
+burst = 10
+LIMIT
+        ;;
+    *) die "PROFILE_SCENARIO must be forward or flood, got '$SCENARIO'" ;;
+esac
 
 "${LOAD_PIN[@]}" "$BIN" standin --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
@@ -66,13 +89,13 @@ PIDS+=("$SHIELD")
 
 URL="http://127.0.0.1:$SHIELD_PORT/api/v1/events/load-000001"
 for _ in $(seq 150); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL") == 200 ]] && break
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL") =~ ^(200|429)$ ]] && break
     kill -0 "$SHIELD" 2>/dev/null || die "the shield exited: $(tail -n 5 "$WORK/shield.log")"
     sleep 0.2
 done
 wrk_run() {
     timeout -k 5 $(($1 + 60)) "${LOAD_PIN[@]}" wrk -t1 -c32 -d"$1s" --timeout 10s \
-        -s "$HERE/guests.lua" "$URL"
+        "${WRK_ARGS[@]}" "$URL"
 }
 wrk_run 1 >/dev/null 2>&1
 callgrind_control -i on "$SHIELD" >/dev/null 2>&1 || die "callgrind_control could not reach the shield"
@@ -85,6 +108,7 @@ grep -E 'Non-2xx|Socket errors' "$WORK/wrk.txt" >&2
 PROFILE=$(ls "$WORK"/callgrind.out.*.1 2>/dev/null | head -n 1)
 [[ -n $PROFILE ]] || die "callgrind wrote no profile"
 callgrind_annotate --auto=no --threshold=100 "$PROFILE" >"$WORK/annotate.txt" 2>/dev/null
+[[ -n ${PROFILE_OUT:-} ]] && cp "$PROFILE" "$PROFILE_OUT"
 TOTAL=$(awk '/PROGRAM TOTALS/ {gsub(/,/, "", $1); print $1}' "$WORK/annotate.txt")
 echo "requests $REQUESTS, instructions $TOTAL, per request $((TOTAL / REQUESTS))"
 echo

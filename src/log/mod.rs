@@ -240,15 +240,20 @@ impl Default for LogConfig {
 /// At most half of the token's characters are ever shown, so a short token (a malformed one, or
 /// a `keep` set too high) never appears whole: `token_preview("abcd", 6)` is `"ab..."`.
 pub fn token_preview(token: &str, keep: usize) -> String {
+    let mut out = String::with_capacity(keep.min(token.len()) + 3);
+    push_token_preview(&mut out, token, keep);
+    out
+}
+
+/// Appends [`token_preview`] of `token` to `out`.
+pub fn push_token_preview(out: &mut String, token: &str, keep: usize) {
     let shown = keep.min(token.chars().count() / 2);
     let end = token
         .char_indices()
         .nth(shown)
         .map_or(token.len(), |(i, _)| i);
-    let mut out = String::with_capacity(end + 3);
     out.push_str(&token[..end]);
     out.push_str("...");
-    out
 }
 
 /// `path` with every occurrence of `token` replaced by its preview.
@@ -261,8 +266,24 @@ pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
         return path.to_owned();
     }
     if !path.contains('%') {
-        // The common case: no escapes, a plain substring replacement.
-        return path.replace(token, &token_preview(token, keep));
+        // The common case: no escapes, a plain substring replacement. A match of one valid
+        // UTF-8 string inside another starts and ends on character boundaries, so the slices
+        // below cannot split a character.
+        let (hay, needle) = (path.as_bytes(), token.as_bytes());
+        let mut out = String::with_capacity(path.len());
+        let (mut copied, mut i) = (0, 0);
+        while i + needle.len() <= hay.len() {
+            if hay[i] == needle[0] && hay[i..].starts_with(needle) {
+                out.push_str(&path[copied..i]);
+                push_token_preview(&mut out, token, keep);
+                i += needle.len();
+                copied = i;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&path[copied..]);
+        return out;
     }
     let raw = path.as_bytes();
     // Decode once, remembering where each decoded byte came from in the raw path.
