@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Question: what does putting joinshield in front of the guest API cost a forwarded request, in
 # throughput, latency, proxy CPU and memory, on one machine?
-# Baselines: the stand-in guest API hit directly (the cost of no proxy at all), and nginx set up as
-# an equivalent keep-alive reverse proxy of the same upstream (the cost of the usual front door).
+# Baselines: the stand-in guest API hit directly (the cost of no proxy at all), and nginx and
+# HAProxy set up to do the same job: keep-alive reverse proxies of the same upstream with the same
+# forwarding headers and the same two rate limits, per client IP and per join token (the cost of
+# the usual front doors).
 #
 # Usage, from the repository root:   benches/load/run.sh
 # Knobs (environment):  BENCH_DURATION  seconds per wrk run        (default 5)
@@ -23,6 +25,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 GUEST_PATH=/api/v1/events/load-000001 # what the warm-up, checks and upload use; wrk spreads tokens
+# The shipped guest limits, given to all three proxies (none of the benchmark traffic exceeds them).
+IP_PER_MIN=300 IP_BURST=100 TOKEN_PER_MIN=3000 TOKEN_BURST=600
 
 die() {
     echo "run.sh: setup failed: $*" >&2
@@ -33,8 +37,8 @@ note() { echo "# $*" >&2; }
 for v in DURATION ROUNDS CONNECTIONS THREADS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
-for tool in cargo wrk nginx curl ss taskset timeout awk sort; do
-    command -v "$tool" >/dev/null || die "'$tool' is not installed (Debian: apt-get install -y nginx-light wrk)"
+for tool in cargo wrk nginx haproxy curl ss taskset timeout awk sort; do
+    command -v "$tool" >/dev/null || die "'$tool' is not installed (Debian: apt-get install -y nginx-light haproxy wrk)"
 done
 
 # ------------------------------------------------------------------------------ processes, cleanup
@@ -82,14 +86,24 @@ UPSTREAM_PORT=$(free_port) || die "no free port"
 SHIELD_PORT=$(free_port) || die "no free port"
 ADMIN_PORT=$(free_port) || die "no free port"
 NGINX_PORT=$(free_port) || die "no free port"
+HAPROXY_PORT=$(free_port) || die "no free port"
+# fill TEMPLATE: the template with every @…@ value of this run.
+fill() {
+    sed -e "s/@SHIELD_PORT@/$SHIELD_PORT/g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" \
+        -e "s/@ADMIN_PORT@/$ADMIN_PORT/g" -e "s/@NGINX_PORT@/$NGINX_PORT/g" \
+        -e "s/@HAPROXY_PORT@/$HAPROXY_PORT/g" -e "s#@DIR@#$WORK/nginx#g" \
+        -e "s#@IP_RATE@#$IP_PER_MIN/min#g" -e "s/@IP_BURST@/$IP_BURST/g" \
+        -e "s#@TOKEN_RATE@#$TOKEN_PER_MIN/min#g" -e "s/@TOKEN_BURST@/$TOKEN_BURST/g" \
+        -e "s/@IP_PER_MIN@/$((IP_PER_MIN + IP_BURST))/g" \
+        -e "s/@TOKEN_PER_MIN@/$((TOKEN_PER_MIN + TOKEN_BURST))/g" "$1"
+}
 
 "${SERVE_PIN[@]}" "$BIN" standin --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
 UPSTREAM_PID=$!
 PIDS+=("$UPSTREAM_PID")
 wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" "$WORK/upstream.log" 15
 
-sed -e "s/@SHIELD_PORT@/$SHIELD_PORT/g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" \
-    -e "s/@ADMIN_PORT@/$ADMIN_PORT/g" "$HERE/joinshield.toml.in" >"$WORK/joinshield.toml"
+fill "$HERE/joinshield.toml.in" >"$WORK/joinshield.toml"
 "$BIN" check -c "$WORK/joinshield.toml" >"$WORK/check.log" 2>&1 ||
     die "the joinshield config was refused: $(cat "$WORK/check.log")"
 "${SERVE_PIN[@]}" "$BIN" run -c "$WORK/joinshield.toml" >"$WORK/joinshield.log" 2>&1 &
@@ -99,8 +113,8 @@ wait_http "$SHIELD_PORT" "$SHIELD_PID" "$WORK/joinshield.log" 15
 SHIELD_RSS_START=$(rss_kb "$SHIELD_PID")
 
 mkdir -p "$WORK/nginx" && chmod 755 "$WORK" "$WORK/nginx"
-sed -e "s#@DIR@#$WORK/nginx#g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" \
-    -e "s/@NGINX_PORT@/$NGINX_PORT/g" "$HERE/nginx.conf.in" >"$WORK/nginx/nginx.conf"
+# nginx writes rates as r/m.
+fill "$HERE/nginx.conf.in" | sed -e 's#\([0-9]\)/min;#\1r/m;#g' >"$WORK/nginx/nginx.conf"
 nginx -t -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx-check.log" 2>&1 ||
     die "nginx refused its config: $(cat "$WORK/nginx-check.log")"
 "${SERVE_PIN[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
@@ -110,13 +124,21 @@ wait_http "$NGINX_PORT" "$NGINX_PID" "$WORK/nginx.log" 15
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
 [[ -n $NGINX_WORKER ]] || die "nginx has no worker process"
 
+fill "$HERE/haproxy.cfg.in" >"$WORK/haproxy.cfg"
+haproxy -c -f "$WORK/haproxy.cfg" >"$WORK/haproxy-check.log" 2>&1 ||
+    die "HAProxy refused its config: $(cat "$WORK/haproxy-check.log")"
+"${SERVE_PIN[@]}" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+PIDS+=("$HAPROXY_PID")
+wait_http "$HAPROXY_PORT" "$HAPROXY_PID" "$WORK/haproxy.log" 15
+
 # ----------------------------------------------------------------- check the proxies are equivalent
-for target in upstream:$UPSTREAM_PORT joinshield:$SHIELD_PORT nginx:$NGINX_PORT; do
+for target in upstream:$UPSTREAM_PORT joinshield:$SHIELD_PORT nginx:$NGINX_PORT haproxy:$HAPROXY_PORT; do
     name=${target%%:*} port=${target##*:}
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port$GUEST_PATH")
     [[ $code == 200 ]] || die "$name answered $code to GET $GUEST_PATH"
 done
-for target in joinshield:$SHIELD_PORT nginx:$NGINX_PORT; do
+for target in joinshield:$SHIELD_PORT nginx:$NGINX_PORT haproxy:$HAPROXY_PORT; do
     name=${target%%:*} port=${target##*:}
     seen=$(curl -s -D "$WORK/$name.head" --max-time 5 -H 'X-Forwarded-For: 192.0.2.7, 10.9.8.7' \
         -H 'X-Real-IP: 6.6.6.6' "http://127.0.0.1:$port/__standin/echo")
@@ -153,12 +175,13 @@ run_wrk() {
         }' "$out"
 }
 
-TARGETS=(direct joinshield nginx)
-declare -A PORT=([direct]=$UPSTREAM_PORT [joinshield]=$SHIELD_PORT [nginx]=$NGINX_PORT)
+TARGETS=(direct joinshield nginx haproxy)
+declare -A PORT=([direct]=$UPSTREAM_PORT [joinshield]=$SHIELD_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
 proxy_pids() {
     case $1 in
         joinshield) echo "$SHIELD_PID" ;;
         nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
+        haproxy) echo "$HAPROXY_PID" ;;
         *) echo "" ;;
     esac
 }
@@ -168,10 +191,11 @@ for t in "${TARGETS[@]}"; do run_wrk "warmup-$t" "${PORT[$t]}" 1 >/dev/null; don
 sleep 1 # let the warm-up's connections close before reading idle memory
 SHIELD_RSS_IDLE=$(rss_kb "$SHIELD_PID")
 NGINX_RSS_IDLE=$(($(rss_kb "$NGINX_PID") + $(rss_kb "$NGINX_WORKER")))
+HAPROXY_RSS_IDLE=$(rss_kb "$HAPROXY_PID")
 
 RESULTS="$WORK/results.txt" # round target requests rps p50 p99 non2xx errors proxy_cpu_us upstream_cpu_us
 : >"$RESULTS"
-note "$ROUNDS rounds of: direct, joinshield, nginx; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s each"
+note "$ROUNDS rounds of: direct, joinshield, nginx, haproxy; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s each"
 for r in $(seq "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
         pids=$(proxy_pids "$t")
@@ -224,6 +248,7 @@ upload() {
 note "64 MiB upload through each proxy"
 read -r SU_STATUS SU_BEFORE SU_MAX SU_AFTER SU_SAMPLES SU_SECS <<<"$(upload joinshield "$SHIELD_PORT" "$SHIELD_PID")"
 read -r NU_STATUS NU_BEFORE NU_MAX NU_AFTER NU_SAMPLES NU_SECS <<<"$(upload nginx "$NGINX_PORT" "$NGINX_PID" "$NGINX_WORKER")"
+read -r HU_STATUS HU_BEFORE HU_MAX HU_AFTER HU_SAMPLES HU_SECS <<<"$(upload haproxy "$HAPROXY_PORT" "$HAPROXY_PID")"
 
 # ------------------------------------------------------------------------------------------ report
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -240,7 +265,7 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 
 echo
 echo "joinshield load benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(uname -sr)"
-echo "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $("$BIN" --version 2>/dev/null); $PINNING"
+echo "$(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | head -n 1 | awk '{print $3}'), $("$BIN" --version 2>/dev/null); $PINNING"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency -s benches/load/guests.lua, $ROUNDS interleaved rounds"
 echo
 echo "Per round (CPU µs/req: the proxy's own user+system time per request; upstream's alongside):"
@@ -262,21 +287,24 @@ for t in "${TARGETS[@]}"; do
         "$(fmt "$(ratio_col "$t" direct 4 | median)")" "$(fmt "$(ratio_col "$t" direct 5 | median)")" \
         "$(fmt "$(ratio_col "$t" direct 6 | median)")"
 done
-printf '| **joinshield ÷ nginx** | %s | %s | %s | %s | | | |\n' \
-    "$(fmt "$(ratio_col joinshield nginx 4 | median)")" "$(fmt "$(ratio_col joinshield nginx 5 | median)")" \
-    "$(fmt "$(ratio_col joinshield nginx 6 | median)")" "$(fmt "$(ratio_col joinshield nginx 9 | median)")"
+for base in nginx haproxy; do
+    printf '| **joinshield ÷ %s** | %s | %s | %s | %s | | | |\n' "$base" \
+        "$(fmt "$(ratio_col joinshield "$base" 4 | median)")" "$(fmt "$(ratio_col joinshield "$base" 5 | median)")" \
+        "$(fmt "$(ratio_col joinshield "$base" 6 | median)")" "$(fmt "$(ratio_col joinshield "$base" 9 | median)")"
+done
 echo
 echo "Memory (VmRSS):"
 echo
-echo "| | joinshield | nginx (master + worker) |"
-echo "|---|---|---|"
-echo "| right after startup | $(mib "$SHIELD_RSS_START") | |"
-echo "| idle after a warm-up | $(mib "$SHIELD_RSS_IDLE") | $(mib "$NGINX_RSS_IDLE") |"
-echo "| 64 MiB upload: status, time | $SU_STATUS, $(fmt "$SU_SECS") s | $NU_STATUS, $(fmt "$NU_SECS") s |"
-echo "| 64 MiB upload: before → max (samples every 50 ms) | $(mib "$SU_BEFORE") → $(mib "$SU_MAX") ($SU_SAMPLES) | $(mib "$NU_BEFORE") → $(mib "$NU_MAX") ($NU_SAMPLES) |"
-echo "| **64 MiB upload: growth (max − before)** | **$(mib $((SU_MAX - SU_BEFORE)))** | **$(mib $((NU_MAX - NU_BEFORE)))** |"
-echo "| after the upload | $(mib "$SU_AFTER") | $(mib "$NU_AFTER") |"
+echo "| | joinshield | nginx (master + worker) | haproxy |"
+echo "|---|---|---|---|"
+echo "| right after startup | $(mib "$SHIELD_RSS_START") | | |"
+echo "| idle after a warm-up | $(mib "$SHIELD_RSS_IDLE") | $(mib "$NGINX_RSS_IDLE") | $(mib "$HAPROXY_RSS_IDLE") |"
+echo "| 64 MiB upload: status, time | $SU_STATUS, $(fmt "$SU_SECS") s | $NU_STATUS, $(fmt "$NU_SECS") s | $HU_STATUS, $(fmt "$HU_SECS") s |"
+echo "| 64 MiB upload: before → max (samples every 50 ms) | $(mib "$SU_BEFORE") → $(mib "$SU_MAX") ($SU_SAMPLES) | $(mib "$NU_BEFORE") → $(mib "$NU_MAX") ($NU_SAMPLES) | $(mib "$HU_BEFORE") → $(mib "$HU_MAX") ($HU_SAMPLES) |"
+echo "| **64 MiB upload: growth (max − before)** | **$(mib $((SU_MAX - SU_BEFORE)))** | **$(mib $((NU_MAX - NU_BEFORE)))** | **$(mib $((HU_MAX - HU_BEFORE)))** |"
+echo "| after the upload | $(mib "$SU_AFTER") | $(mib "$NU_AFTER") | $(mib "$HU_AFTER") |"
 bad=$(awk '$7 ~ /^[0-9]+$/ && $7 > 0 || $8 ~ /^[0-9]+$/ && $8 > 0 || $3 == "NA"' "$RESULTS" | wc -l)
 ((bad > 0)) && echo && echo "NOTE: $bad run(s) had non-2xx answers, socket errors or no result; read those rows with care."
-[[ $SU_STATUS == 201 && $NU_STATUS == 201 ]] || echo "NOTE: an upload did not answer 201 (joinshield $SU_STATUS, nginx $NU_STATUS)."
+[[ $SU_STATUS == 201 && $NU_STATUS == 201 && $HU_STATUS == 201 ]] ||
+    echo "NOTE: an upload did not answer 201 (joinshield $SU_STATUS, nginx $NU_STATUS, haproxy $HU_STATUS)."
 exit 0
