@@ -297,6 +297,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             joinshield::config::units::format_duration(e.settings.window)
         );
     }
+    match &c.alerts {
+        // The webhook's path is often its secret (Slack's are): only the host is printed.
+        Some(a) => println!(
+            "  alerts      to http://{}/… when {:.0}% of guest requests fail, denials pass {}, or a prefix is banned; each kind at most once per {}",
+            a.webhook.authority,
+            a.error_rate * 100.0,
+            a.denial_rate,
+            joinshield::config::units::format_duration(a.cooldown)
+        ),
+        None => println!("  alerts      off (no [alerts] webhook)"),
+    }
     println!("  state file  {}", c.server.state_file.display());
     let l = &loaded.lists;
     println!(

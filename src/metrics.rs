@@ -63,6 +63,9 @@ pub const REASONS: [&str; 10] = [
     "token_revoked",
 ];
 
+/// The [`REASONS`] indices of denials answered 429 or 403 (rate limited, banned, blocked).
+pub const ALERTED_REASONS: [usize; 3] = [4, 6, 8];
+
 /// The `status_class` labels, indexed by the status's first digit minus one.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -183,6 +186,18 @@ impl RouteMeters {
             .unwrap_or(&self.other)
     }
 
+    /// Enforced denials answered 429 or 403 ([`ALERTED_REASONS`]) over every route since the
+    /// start: what the `denial_rate` alert watches. Read once a second, off the request path.
+    pub fn denied_429_403(&self) -> u64 {
+        self.rows()
+            .flat_map(|(_, cells)| {
+                ALERTED_REASONS
+                    .iter()
+                    .map(move |&r| cells.denials[r][0].load(Ordering::Relaxed))
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Each route label once, with its cells.
     fn rows(&self) -> impl Iterator<Item = (&str, &RouteCells)> {
         self.names
@@ -248,6 +263,7 @@ struct Sample {
     version: u64,
     lists: [(&'static str, usize); 3],
     log_dropped: u64,
+    alerts: [[u64; 3]; 3],
 }
 
 fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
@@ -290,6 +306,7 @@ impl Sample {
                 ("revoked_tokens", lists.revoked.len()),
             ],
             log_dropped: shared.log.dropped(),
+            alerts: shared.alerts.outcomes(),
         }
     }
 }
@@ -465,6 +482,17 @@ impl Collector for Sample {
             "Log records dropped because the log queue was full.",
             [(vec![], self.log_dropped)],
         )?;
+        counters(
+            e,
+            "joinshield_alerts",
+            "Alerts raised, by kind and what became of them (sent: the webhook answered 2xx; failed: it did not, or not in time; dropped: the queue to it was full).",
+            crate::alerts::KINDS.iter().flat_map(|kind| {
+                crate::alerts::RESULTS
+                    .iter()
+                    .zip(self.alerts[kind.index()])
+                    .map(|(result, n)| (vec![("kind", kind.name()), ("result", *result)], n))
+            }),
+        )?;
         Ok(())
     }
 }
@@ -562,6 +590,18 @@ mod tests {
             Denial::Blocked,
             Denial::Revoked,
         ]
+    }
+
+    #[test]
+    fn the_alerted_reasons_are_exactly_the_429_and_403_denials() {
+        let mut found: Vec<usize> = every_denial()
+            .iter()
+            .filter(|d| matches!(d.status().as_u16(), 429 | 403))
+            .map(reason_index)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        assert_eq!(found, ALERTED_REASONS);
     }
 
     #[test]
@@ -672,6 +712,7 @@ mod tests {
             version: 4,
             lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
             log_dropped: 0,
+            alerts: [[0; 3]; 3],
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Recent denials, offenders and request rates (for the admin API).
     pub recent: crate::recent::Recent,
+    /// Prefix bans to alert about, and what became of the alerts.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// Most clients and prefixes whose failed tokens are counted at once.
@@ -90,6 +92,7 @@ impl Shared {
             failures: FailureCounter::new(FAILURE_TABLE_CLIENTS, FAILURE_TABLE_PREFIXES),
             metrics: Default::default(),
             recent: crate::recent::Recent::default(),
+            alerts: crate::alerts::Alerts::default(),
         }
     }
 
@@ -299,6 +302,13 @@ fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
                 .bans
                 .ban_offence(&offence, e.settings.ban, e.settings.max_ban, facts.now_unix);
         shared.log.log(crate::bans::brute_force_record(&ban, v6));
+        if offence.kind == crate::enumeration::OffenceKind::Prefix {
+            shared.alerts.prefix_banned(crate::alerts::PrefixBan {
+                net: ban.net,
+                distinct_tokens: ban.distinct_tokens,
+                ban_seconds: ban.until.saturating_sub(ban.created),
+            });
+        }
     }
 }
 
