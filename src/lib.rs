@@ -16,6 +16,7 @@ pub mod deny;
 pub mod enumeration;
 pub mod forward;
 pub mod housekeeping;
+pub mod kuma;
 pub mod limits;
 pub mod lists;
 pub mod log;
