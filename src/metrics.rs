@@ -75,6 +75,10 @@ const MODES: [&str; 2] = ["enforce", "shadow"];
 /// The `kind` labels of upstream errors.
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 
+/// The `reason` labels of requests hyper refused before the shield saw them, by
+/// [`Metrics::connection_failed`] index.
+pub const REFUSED_BY_HTTP: [&str; 3] = ["malformed", "head_too_large", "header_timeout"];
+
 /// The `result` labels of reloads.
 const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
 
@@ -216,6 +220,8 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 2],
     /// Reloads by [`RELOAD_RESULTS`] index.
     reloads: [AtomicU64; 2],
+    /// Requests hyper refused, by [`REFUSED_BY_HTTP`] index.
+    refused_by_http: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -227,6 +233,24 @@ impl Metrics {
             _ => return,
         };
         self.upstream_errors[kind].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a guest connection that ended with `error`, if hyper refused its request before
+    /// the shield's handler saw it: a malformed head (hyper answered 400), a head over the cap
+    /// (431, or 414 for a URI alone), or a head that did not arrive within `header_timeout`
+    /// (closed without an answer). Other connection errors (a client gone mid-answer) are not
+    /// refusals and are not counted.
+    pub fn connection_failed(&self, error: &hyper::Error) {
+        let reason = if error.is_parse_too_large() {
+            1
+        } else if error.is_parse() {
+            0
+        } else if error.is_timeout() {
+            2
+        } else {
+            return;
+        };
+        self.refused_by_http[reason].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a reload, applied or rejected.
@@ -259,6 +283,7 @@ struct Sample {
     limits: Vec<LimitSample>,
     upstream_errors: [u64; 2],
     reloads: [u64; 2],
+    refused_by_http: [u64; 3],
     bans: usize,
     version: u64,
     lists: [(&'static str, usize); 3],
@@ -298,6 +323,7 @@ impl Sample {
             limits,
             upstream_errors: load(&shared.metrics.upstream_errors),
             reloads: load(&shared.metrics.reloads),
+            refused_by_http: load(&shared.metrics.refused_by_http),
             bans: shared.bans.len(),
             version: snap.version,
             lists: [
@@ -414,6 +440,15 @@ impl Collector for Sample {
                 .iter()
                 .zip(self.upstream_errors)
                 .map(|(kind, n)| (vec![("kind", *kind)], n)),
+        )?;
+        counters(
+            e,
+            "joinshield_http_refused",
+            "Requests the HTTP layer refused before the shield's checks: malformed (400), head_too_large (431/414), header_timeout (closed).",
+            REFUSED_BY_HTTP
+                .iter()
+                .zip(self.refused_by_http)
+                .map(|(reason, n)| (vec![("reason", *reason)], n)),
         )?;
         gauges(
             e,
@@ -713,6 +748,7 @@ mod tests {
             lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
             log_dropped: 0,
             alerts: [[0; 3]; 3],
+            refused_by_http: [0; 3],
         }
     }
 

@@ -379,10 +379,18 @@ pub async fn serve(
                         .timer(TokioTimer::new())
                         .header_read_timeout(header_timeout)
                         .max_buf_size(MAX_HEAD_BYTES)
+                        // max_buf_size alone only trips when the buffer fills before the head
+                        // ends, and one read can overshoot it: a 70 KiB head was served.
+                        .max_header_size(MAX_HEAD_BYTES)
                         .serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
+                    let counted = shared.clone();
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        // hyper answers a malformed or oversized head itself, and closes a slow
+                        // one; the connection's error is the only trace of those requests.
+                        if let Err(e) = conn.await {
+                            counted.metrics.connection_failed(&e);
+                        }
                     });
                 }
                 Err(_) => {
