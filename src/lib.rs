@@ -5,6 +5,7 @@
 //! `docs/request-path.md` for the picture and the module of each step.
 
 pub mod admin;
+pub mod alerts;
 pub mod bans;
 pub mod classify;
 pub mod client_ip;
@@ -15,6 +16,7 @@ pub mod deny;
 pub mod enumeration;
 pub mod forward;
 pub mod housekeeping;
+pub mod kuma;
 pub mod limits;
 pub mod lists;
 pub mod log;
@@ -116,7 +118,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         )),
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
         tokio::spawn(reload::watch(shared.clone(), watched, stopped.clone())),
-        tokio::spawn(housekeeping::run(shared.clone(), stopped)),
+        tokio::spawn(housekeeping::run(shared.clone(), stopped.clone())),
+        tokio::spawn(alerts::run(shared.clone(), stopped)),
     ];
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.
     drop(log.handle().spawn_fold_sweeper());

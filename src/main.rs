@@ -81,6 +81,21 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Print an Uptime Kuma 1.23 import file: the playbook's synthetic monitors and the shield's.
+    KumaTemplate {
+        /// The app's public URL, e.g. https://app.example.com.
+        #[arg(long)]
+        base_url: String,
+        /// The join token of the dedicated synthetic event (URL-encoded into the guest monitors).
+        #[arg(long)]
+        event_token: String,
+        /// A configuration whose admin listener the /healthz monitor checks (default 127.0.0.1:9901).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The admin listener as Uptime Kuma reaches it (e.g. http://shield:9901 in docker compose).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Run only the stand-in guest API (for load tests and benchmarks).
     #[command(hide = true)]
     Standin {
@@ -184,6 +199,26 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             json,
             action,
         } => ctl(&config.path, admin, json, action).await,
+        Command::KumaTemplate {
+            base_url,
+            event_token,
+            config,
+            admin,
+        } => {
+            let admin = match (admin, config) {
+                (Some(url), _) => url,
+                (None, Some(path)) => admin_url(&path, None)?,
+                (None, None) => "127.0.0.1:9901".to_string(),
+            };
+            let admin = if admin.starts_with("http://") || admin.starts_with("https://") {
+                admin
+            } else {
+                format!("http://{admin}")
+            };
+            let template = joinshield::kuma::template(&base_url, &event_token, &admin)?;
+            println!("{}", serde_json::to_string_pretty(&template)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Standin { listen } => {
             let standin = joinshield::standin::spawn(listen, false).await?;
             eprintln!("stand-in guest API on http://{}", standin.addr);
@@ -303,6 +338,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             e.settings.prefix_max_failures,
             joinshield::config::units::format_duration(e.settings.window)
         );
+    }
+    match &c.alerts {
+        // The webhook's path is often its secret (Slack's are): only the host is printed.
+        Some(a) => println!(
+            "  alerts      to http://{}/… when {:.0}% of guest requests fail, denials pass {}, or a prefix is banned; each kind at most once per {}",
+            a.webhook.authority,
+            a.error_rate * 100.0,
+            a.denial_rate,
+            joinshield::config::units::format_duration(a.cooldown)
+        ),
+        None => println!("  alerts      off (no [alerts] webhook)"),
     }
     println!("  state file  {}", c.server.state_file.display());
     let l = &loaded.lists;

@@ -63,6 +63,9 @@ pub const REASONS: [&str; 10] = [
     "token_revoked",
 ];
 
+/// The [`REASONS`] indices of denials answered 429 or 403 (rate limited, banned, blocked).
+pub const ALERTED_REASONS: [usize; 3] = [4, 6, 8];
+
 /// The `status_class` labels, indexed by the status's first digit minus one.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -71,6 +74,10 @@ const MODES: [&str; 2] = ["enforce", "shadow"];
 
 /// The `kind` labels of upstream errors.
 const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
+
+/// The `reason` labels of requests hyper refused before the shield saw them, by
+/// [`Metrics::connection_failed`] index.
+pub const REFUSED_BY_HTTP: [&str; 3] = ["malformed", "head_too_large", "header_timeout"];
 
 /// The `result` labels of reloads.
 const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
@@ -183,6 +190,18 @@ impl RouteMeters {
             .unwrap_or(&self.other)
     }
 
+    /// Enforced denials answered 429 or 403 ([`ALERTED_REASONS`]) over every route since the
+    /// start: what the `denial_rate` alert watches. Read once a second, off the request path.
+    pub fn denied_429_403(&self) -> u64 {
+        self.rows()
+            .flat_map(|(_, cells)| {
+                ALERTED_REASONS
+                    .iter()
+                    .map(move |&r| cells.denials[r][0].load(Ordering::Relaxed))
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Each route label once, with its cells.
     fn rows(&self) -> impl Iterator<Item = (&str, &RouteCells)> {
         self.names
@@ -201,6 +220,8 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 2],
     /// Reloads by [`RELOAD_RESULTS`] index.
     reloads: [AtomicU64; 2],
+    /// Requests hyper refused, by [`REFUSED_BY_HTTP`] index.
+    refused_by_http: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -212,6 +233,24 @@ impl Metrics {
             _ => return,
         };
         self.upstream_errors[kind].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a guest connection that ended with `error`, if hyper refused its request before
+    /// the shield's handler saw it: a malformed head (hyper answered 400), a head over the cap
+    /// (431, or 414 for a URI alone), or a head that did not arrive within `header_timeout`
+    /// (closed without an answer). Other connection errors (a client gone mid-answer) are not
+    /// refusals and are not counted.
+    pub fn connection_failed(&self, error: &hyper::Error) {
+        let reason = if error.is_parse_too_large() {
+            1
+        } else if error.is_parse() {
+            0
+        } else if error.is_timeout() {
+            2
+        } else {
+            return;
+        };
+        self.refused_by_http[reason].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a reload, applied or rejected.
@@ -244,10 +283,12 @@ struct Sample {
     limits: Vec<LimitSample>,
     upstream_errors: [u64; 2],
     reloads: [u64; 2],
+    refused_by_http: [u64; 3],
     bans: usize,
     version: u64,
     lists: [(&'static str, usize); 3],
     log_dropped: u64,
+    alerts: [[u64; 3]; 3],
 }
 
 fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
@@ -282,6 +323,7 @@ impl Sample {
             limits,
             upstream_errors: load(&shared.metrics.upstream_errors),
             reloads: load(&shared.metrics.reloads),
+            refused_by_http: load(&shared.metrics.refused_by_http),
             bans: shared.bans.len(),
             version: snap.version,
             lists: [
@@ -290,6 +332,7 @@ impl Sample {
                 ("revoked_tokens", lists.revoked.len()),
             ],
             log_dropped: shared.log.dropped(),
+            alerts: shared.alerts.outcomes(),
         }
     }
 }
@@ -398,6 +441,15 @@ impl Collector for Sample {
                 .zip(self.upstream_errors)
                 .map(|(kind, n)| (vec![("kind", *kind)], n)),
         )?;
+        counters(
+            e,
+            "joinshield_http_refused",
+            "Requests the HTTP layer refused before the shield's checks: malformed (400), head_too_large (431/414), header_timeout (closed).",
+            REFUSED_BY_HTTP
+                .iter()
+                .zip(self.refused_by_http)
+                .map(|(reason, n)| (vec![("reason", *reason)], n)),
+        )?;
         gauges(
             e,
             "joinshield_limiter_keys",
@@ -464,6 +516,17 @@ impl Collector for Sample {
             "joinshield_log_records_dropped",
             "Log records dropped because the log queue was full.",
             [(vec![], self.log_dropped)],
+        )?;
+        counters(
+            e,
+            "joinshield_alerts",
+            "Alerts raised, by kind and what became of them (sent: the webhook answered 2xx; failed: it did not, or not in time; dropped: the queue to it was full).",
+            crate::alerts::KINDS.iter().flat_map(|kind| {
+                crate::alerts::RESULTS
+                    .iter()
+                    .zip(self.alerts[kind.index()])
+                    .map(|(result, n)| (vec![("kind", kind.name()), ("result", *result)], n))
+            }),
         )?;
         Ok(())
     }
@@ -562,6 +625,18 @@ mod tests {
             Denial::Blocked,
             Denial::Revoked,
         ]
+    }
+
+    #[test]
+    fn the_alerted_reasons_are_exactly_the_429_and_403_denials() {
+        let mut found: Vec<usize> = every_denial()
+            .iter()
+            .filter(|d| matches!(d.status().as_u16(), 429 | 403))
+            .map(reason_index)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        assert_eq!(found, ALERTED_REASONS);
     }
 
     #[test]
@@ -672,6 +747,8 @@ mod tests {
             version: 4,
             lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
             log_dropped: 0,
+            alerts: [[0; 3]; 3],
+            refused_by_http: [0; 3],
         }
     }
 

@@ -102,6 +102,16 @@ pub fn reload(shared: &Shared) -> Outcome {
             _ => "enumeration settings changed".to_string(),
         });
     }
+    if old.alerts != new.alerts {
+        changes.push(match (&old.alerts, &new.alerts) {
+            (None, Some(_)) => "alerts on".to_string(),
+            (Some(_), None) => "alerts off".to_string(),
+            (Some(o), Some(n)) if o.webhook != n.webhook => {
+                format!("alerts webhook now http://{}/…", n.webhook.authority)
+            }
+            _ => "alert settings changed".to_string(),
+        });
+    }
     for (name, o, n) in [
         ("log.file", &old.log.file, &new.log.file),
         ("log.channel", &old.log.channel, &new.log.channel),

@@ -62,6 +62,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Recent denials, offenders and request rates (for the admin API).
     pub recent: crate::recent::Recent,
+    /// Prefix bans to alert about, and what became of the alerts.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// Most clients and prefixes whose failed tokens are counted at once.
@@ -90,6 +92,7 @@ impl Shared {
             failures: FailureCounter::new(FAILURE_TABLE_CLIENTS, FAILURE_TABLE_PREFIXES),
             metrics: Default::default(),
             recent: crate::recent::Recent::default(),
+            alerts: crate::alerts::Alerts::default(),
         }
     }
 
@@ -299,6 +302,13 @@ fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
                 .bans
                 .ban_offence(&offence, e.settings.ban, e.settings.max_ban, facts.now_unix);
         shared.log.log(crate::bans::brute_force_record(&ban, v6));
+        if offence.kind == crate::enumeration::OffenceKind::Prefix {
+            shared.alerts.prefix_banned(crate::alerts::PrefixBan {
+                net: ban.net,
+                distinct_tokens: ban.distinct_tokens,
+                ban_seconds: ban.until.saturating_sub(ban.created),
+            });
+        }
     }
 }
 
@@ -369,10 +379,18 @@ pub async fn serve(
                         .timer(TokioTimer::new())
                         .header_read_timeout(header_timeout)
                         .max_buf_size(MAX_HEAD_BYTES)
+                        // max_buf_size alone only trips when the buffer fills before the head
+                        // ends, and one read can overshoot it: a 70 KiB head was served.
+                        .max_header_size(MAX_HEAD_BYTES)
                         .serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
+                    let counted = shared.clone();
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        // hyper answers a malformed or oversized head itself, and closes a slow
+                        // one; the connection's error is the only trace of those requests.
+                        if let Err(e) = conn.await {
+                            counted.metrics.connection_failed(&e);
+                        }
                     });
                 }
                 Err(_) => {

@@ -23,6 +23,40 @@ fn check_accepts_the_shipped_config() {
         stdout.contains("upstream    http://127.0.0.1:8000"),
         "{stdout}"
     );
+    assert!(stdout.contains("alerts      off"), "{stdout}");
+}
+
+#[test]
+fn check_prints_the_alerts_without_the_webhooks_secret_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[server]\nupstream = \"http://127.0.0.1:8000\"\n[alerts]\nwebhook = \"http://relay:8080/hooks/T1/secret\"\ndenial_rate = \"20/s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("alerts"))
+        .unwrap_or_default();
+    assert!(line.contains("http://relay:8080/…"), "{stdout}");
+    assert!(
+        line.contains("50%") && line.contains("20/s") && line.contains("10m"),
+        "{line}"
+    );
+    assert!(!stdout.contains("secret"), "{stdout}");
 }
 
 #[test]

@@ -224,3 +224,56 @@ fn promtool_accepts(exposition: &str) {
         out.status
     );
 }
+
+#[tokio::test]
+async fn requests_hyper_refuses_before_the_checks_are_counted_by_reason() {
+    let h = spawn_shield("header_timeout = \"300ms\"", "").await;
+    let malformed = send_raw(h.addr(), b"GET / HTTQ/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(
+        malformed.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&malformed)
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let too_large = send_raw(h.addr(), big.as_bytes()).await;
+    assert!(
+        too_large.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&too_large)
+    );
+    // Half a head, then nothing: the shield closes the connection after header_timeout.
+    let slow = send_raw(h.addr(), b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+    assert!(
+        !slow.starts_with(b"HTTP/1.1 2"),
+        "{:?}",
+        String::from_utf8_lossy(&slow)
+    );
+    // The count lands when the connection's task ends, just after the client saw the close.
+    let start = std::time::Instant::now();
+    let want = [
+        ("joinshield_http_refused_total{reason=\"malformed\"}", 1.0),
+        (
+            "joinshield_http_refused_total{reason=\"head_too_large\"}",
+            1.0,
+        ),
+        (
+            "joinshield_http_refused_total{reason=\"header_timeout\"}",
+            1.0,
+        ),
+    ];
+    loop {
+        let m = scrape(&h).await;
+        if want.iter().all(|(s, v)| value(&m, s) == Some(*v)) {
+            promtool_accepts(&m);
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "want {want:?} in\n{m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub lists: Option<FileLists>,
     pub switch: Option<Vec<FileSwitch>>,
     pub enumeration: Option<FileEnumeration>,
+    pub alerts: Option<FileAlerts>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -147,6 +148,18 @@ pub struct FileEnumeration {
     pub ban: Option<Field<String>>,
     pub max_ban: Option<Field<String>>,
     pub token_pattern: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[alerts]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileAlerts {
+    pub webhook: Option<Field<String>>,
+    pub error_rate: Option<Field<f64>>,
+    pub denial_rate: Option<Field<String>>,
+    pub cooldown: Option<Field<String>>,
+    pub timeout: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -367,6 +367,48 @@ mod tests {
     }
 
     #[test]
+    fn alerts_need_a_webhook_and_report_every_bad_key_with_its_line() {
+        let base = "[server]\nupstream = \"http://a:1\"\n";
+        let off = parse(
+            &format!("{base}[alerts]\nwebhook = \"\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(off.config.alerts.is_none());
+        let on = parse(
+            &format!("{base}[alerts]\nwebhook = \"http://relay:8080/hooks/T1/secret?x=1\"\nerror_rate = 1\ndenial_rate = \"20/s\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let a = on.config.alerts.unwrap();
+        assert_eq!(a.webhook.authority, "relay:8080");
+        assert_eq!(a.webhook.path_and_query, "/hooks/T1/secret?x=1");
+        assert_eq!((a.error_rate, a.denials_per_minute), (1.0, 1200));
+        assert_eq!(a.cooldown, std::time::Duration::from_secs(600));
+
+        let e = errors(&format!(
+            "{base}[alerts]\nwebhook = \"https://hooks.slack.com/services/x\"\nerror_rate = 1.5\n\
+             denial_rate = \"lots\"\ncooldown = \"0s\"\ncooldwn = \"1m\"\n"
+        ));
+        let found: Vec<(&str, Option<usize>)> =
+            e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        for (key, line) in [
+            ("alerts.webhook", 4),
+            ("alerts.error_rate", 5),
+            ("alerts.denial_rate", 6),
+            ("alerts.cooldown", 7),
+            ("alerts.cooldwn", 8),
+        ] {
+            assert!(
+                found.contains(&(key, Some(line))),
+                "{key} at {line} not in {found:?}"
+            );
+        }
+        let webhook = e.iter().find(|e| e.key == "alerts.webhook").unwrap();
+        assert!(webhook.message.contains("http:// relay"), "{webhook}");
+    }
+
+    #[test]
     fn relative_log_path_resolves_beside_the_config() {
         let loaded = parse(
             "[server]\nupstream = \"http://a:1\"\n[log]\nfile = \"logs/shield.log\"\n",

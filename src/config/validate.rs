@@ -37,6 +37,38 @@ pub struct Config {
     pub switches: Vec<SwitchSpec>,
     /// `[enumeration]`, when token-guessing bans are on.
     pub enumeration: Option<EnumerationSpec>,
+    /// `[alerts]`, when a webhook is set.
+    pub alerts: Option<AlertsSpec>,
+}
+
+/// The validated `[alerts]` (only when `webhook` is set: an empty one turns alerts off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsSpec {
+    /// Where alerts are POSTed.
+    pub webhook: Webhook,
+    /// Alert when at least this share (0 to 1) of forwarded guest requests failed over a minute.
+    pub error_rate: f64,
+    /// Alert when 429/403 denials exceed this many per minute.
+    pub denials_per_minute: u64,
+    /// The rate as written (for messages).
+    pub denial_rate: Rate,
+    /// At most one alert of a kind per this.
+    pub cooldown: Duration,
+    /// A webhook that has not answered within this is given up on.
+    pub timeout: Duration,
+}
+
+/// A webhook URL: plain `http://host[:port]/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// The URL as written.
+    pub url: String,
+    /// `host:port`, to connect to.
+    pub authority: String,
+    /// The `Host` header.
+    pub host: String,
+    /// Path and query, at least `/`.
+    pub path_and_query: String,
 }
 
 /// `[lists]`: where each list lives (none: that list is empty).
@@ -323,7 +355,18 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
     errors.unknown(
         "",
         &file.unknown,
-        &["server", "client", "admin", "log", "route"],
+        &[
+            "server",
+            "client",
+            "admin",
+            "log",
+            "route",
+            "limit",
+            "lists",
+            "switch",
+            "enumeration",
+            "alerts",
+        ],
     );
 
     let s = file.server.as_ref();
@@ -536,6 +579,10 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         None => Some(None),
         Some(e) => validate_enumeration(e, errors).map(Some),
     };
+    let alerts = match &file.alerts {
+        None => Some(None),
+        Some(a) => validate_alerts(a, errors),
+    };
 
     Some(Config {
         server: ServerConfig {
@@ -567,7 +614,119 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         lists: lists?,
         switches: switches?,
         enumeration: enumeration?,
+        alerts: alerts?,
     })
+}
+
+/// Parses a webhook URL: `http://host[:port]/path`; https is refused with the way around it.
+pub fn parse_webhook(text: &str) -> Result<Webhook, String> {
+    let uri: http::Uri = text.parse().map_err(|e| {
+        format!(
+            "{text:?} is not a URL ({e}): write e.g. \"http://alerts-relay:8080/hooks/incident\""
+        )
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{text:?} uses https, which this build cannot send to: point webhook at an http:// relay on your network that forwards to Slack (see README \"Alerts\")"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} needs the scheme: write e.g. \"http://alerts-relay:8080/hooks/incident\""
+            ))
+        }
+    }
+    let authority = uri.authority().ok_or_else(|| {
+        format!("{text:?} has no host: write e.g. \"http://alerts-relay:8080/hooks/incident\"")
+    })?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?} carries user information: put the secret in the path, as Slack does"
+        ));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(Webhook {
+        url: text.to_string(),
+        authority: format!("{}:{port}", authority.host()),
+        host: authority.as_str().to_string(),
+        path_and_query: uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+    })
+}
+
+fn validate_alerts(a: &super::file::FileAlerts, errors: &mut Errors) -> Option<Option<AlertsSpec>> {
+    errors.unknown(
+        "alerts",
+        &a.unknown,
+        &[
+            "webhook",
+            "error_rate",
+            "denial_rate",
+            "cooldown",
+            "timeout",
+        ],
+    );
+    let webhook = errors.parsed("alerts.webhook", &a.webhook, None, |t| {
+        if t.is_empty() {
+            Ok(None)
+        } else {
+            parse_webhook(t).map(Some)
+        }
+    });
+    let error_rate = errors
+        .get("alerts.error_rate", &a.error_rate, 0.5)
+        .and_then(|r| {
+            if r > 0.0 && r <= 1.0 {
+                Some(r)
+            } else {
+                errors.push(
+                    "alerts.error_rate",
+                    format!("{r} is not a share: give more than 0 and at most 1, e.g. 0.5 for half of the guest requests failing"),
+                );
+                None
+            }
+        });
+    let denial_rate = errors.parsed(
+        "alerts.denial_rate",
+        &a.denial_rate,
+        Rate {
+            count: 600,
+            per: Duration::from_secs(60),
+        },
+        parse_rate,
+    );
+    let cooldown = errors.parsed(
+        "alerts.cooldown",
+        &a.cooldown,
+        Duration::from_secs(600),
+        parse_positive_duration,
+    );
+    let timeout = errors.parsed(
+        "alerts.timeout",
+        &a.timeout,
+        Duration::from_secs(5),
+        parse_positive_duration,
+    );
+    let (webhook, error_rate, denial_rate, cooldown, timeout) =
+        (webhook?, error_rate?, denial_rate?, cooldown?, timeout?);
+    Some(webhook.map(|webhook| AlertsSpec {
+        webhook,
+        error_rate,
+        denials_per_minute: per_minute(denial_rate),
+        denial_rate,
+        cooldown,
+        timeout,
+    }))
+}
+
+/// `rate` as a whole number of events per minute, rounded up (at least 1).
+fn per_minute(rate: Rate) -> u64 {
+    let per_ms = rate.per.as_millis().max(1);
+    let n = (u128::from(rate.count) * 60_000).div_ceil(per_ms);
+    u64::try_from(n).unwrap_or(u64::MAX).max(1)
 }
 
 fn validate_lists(

@@ -1,0 +1,381 @@
+//! `[alerts]` over real sockets: a local webhook receiver on 127.0.0.1:0 records what the shield
+//! POSTs. Each test waits on events (a body arriving, the evaluation counter growing, a log line
+//! appearing) with a deadline, never on a sleep.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+
+/// How long any one wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A webhook receiver: records each body; answers 200, or never answers (`hang`).
+struct Receiver {
+    addr: SocketAddr,
+    bodies: mpsc::UnboundedReceiver<String>,
+    accepted: Arc<Notify>,
+}
+
+impl Receiver {
+    async fn start(hang: bool) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, bodies) = mpsc::unbounded_channel();
+        let accepted = Arc::new(Notify::new());
+        let notify = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let body = read_request(&mut stream).await;
+                let _ = tx.send(body);
+                notify.notify_one();
+                if hang {
+                    // Keep the connection open and silent.
+                    held.push(stream);
+                } else {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            }
+        });
+        Receiver {
+            addr,
+            bodies,
+            accepted,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/services/T000/B000/secret", self.addr)
+    }
+
+    /// The `text` of the next alert, within the deadline.
+    async fn next_text(&mut self) -> String {
+        let body = tokio::time::timeout(DEADLINE, self.bodies.recv())
+            .await
+            .expect("an alert within the deadline")
+            .expect("the receiver runs");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        let obj = v.as_object().expect("a JSON object");
+        assert_eq!(obj.len(), 1, "Slack's shape is {{\"text\": ...}}: {body}");
+        obj["text"].as_str().expect("text is a string").to_string()
+    }
+
+    /// Every alert text received so far.
+    fn received(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(b) = self.bodies.try_recv() {
+            out.push(b);
+        }
+        out
+    }
+}
+
+/// Reads one request (head, then Content-Length bytes) and returns its body.
+async fn read_request(stream: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            assert!(
+                head.starts_with("post /services/t000/b000/secret http/1.1"),
+                "{head}"
+            );
+            assert!(head.contains("content-type: application/json"), "{head}");
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            }
+        }
+        match tokio::time::timeout(DEADLINE, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return String::from_utf8_lossy(&buf).into_owned(),
+        }
+    }
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// Starts a shield in front of `upstream` with `rest` after `[server]`, logging to a file.
+async fn shield(upstream: &str, rest: &str) -> (joinshield::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(&path, support::config_text(upstream, "", rest)).unwrap();
+    let loaded = joinshield::config::load(&path).unwrap_or_else(|e| panic!("refused: {e:?}"));
+    (joinshield::start(loaded).await.unwrap(), dir)
+}
+
+async fn log_lines(shield: &joinshield::Running, dir: &Path) -> Vec<String> {
+    shield.flush_log().await;
+    std::fs::read_to_string(dir.join("shield.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until a log line contains every one of `parts`, and returns it.
+async fn wait_for_line(shield: &joinshield::Running, dir: &Path, parts: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let lines = log_lines(shield, dir).await;
+        if let Some(l) = lines.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return l.clone();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no line with {parts:?} in:\n{}",
+            lines.join("\n")
+        );
+        // Polling with a deadline: the line is written by the log thread when it is.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the alert task has evaluated `n` more times.
+async fn wait_evaluations(shield: &joinshield::Running, n: u64) {
+    let alerts = &shield.shared.alerts;
+    let target = alerts.evaluations() + n;
+    let start = Instant::now();
+    while alerts.evaluations() < target {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the alert task stopped evaluating"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alerts_total(shield: &joinshield::Running, kind: &str, result: &str) -> u64 {
+    let text = joinshield::metrics::render(&shield.shared, joinshield::metrics::Format::Prometheus);
+    let series = format!("joinshield_alerts_total{{kind=\"{kind}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+const TOKEN: &str = "/api/v1/events/demo-synthetic01";
+
+#[tokio::test]
+async fn a_failing_app_raises_one_error_rate_alert_per_cooldown() {
+    let mut hook = Receiver::start(false).await;
+    let app = closed_port().await;
+    // 25 requests pass the limit and fail (502); later ones are refused with 429. (25, not the
+    // 20 the alert needs, so that a minute boundary between the requests and the evaluation,
+    // which weighs the older minute down, cannot hide them.)
+    let rest = format!(
+        "[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 25\n\n\
+         [alerts]\nwebhook = \"{}\"\nerror_rate = 0.5\ndenial_rate = \"5/min\"\ncooldown = \"1h\"\n",
+        hook.url()
+    );
+    let (shield, dir) = shield(&format!("http://{app}"), &rest).await;
+    for _ in 0..25 {
+        assert_eq!(get(shield.addr, TOKEN, "").await.status, 502);
+    }
+    let text = hook.next_text().await;
+    assert!(text.contains("100% of guest requests failed"), "{text}");
+    let line = wait_for_line(
+        &shield,
+        dir.path(),
+        &[
+            "production.NOTICE: Shield alert sent",
+            "\"kind\":\"error_rate\"",
+        ],
+    )
+    .await;
+    assert!(line.contains("\"status\":200"), "{line}");
+
+    // The app is still failing for the next evaluations: the cooldown holds the alert back.
+    wait_evaluations(&shield, 3).await;
+    // A denial alert now goes through the same queue after any second error alert would have.
+    for _ in 0..6 {
+        assert_eq!(get(shield.addr, TOKEN, "").await.status, 429);
+    }
+    let text = hook.next_text().await;
+    assert!(text.contains("6 requests denied (429/403)"), "{text}");
+    assert!(hook.received().is_empty());
+    wait_for_line(
+        &shield,
+        dir.path(),
+        &["Shield alert sent", "\"kind\":\"denial_rate\""],
+    )
+    .await;
+    assert_eq!(alerts_total(&shield, "error_rate", "sent"), 1);
+    assert_eq!(alerts_total(&shield, "denial_rate", "sent"), 1);
+    assert_eq!(alerts_total(&shield, "prefix_ban", "sent"), 0);
+    shield.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_guessing_that_bans_a_slash_24_is_alerted_with_the_prefix() {
+    let mut hook = Receiver::start(false).await;
+    let rest = format!(
+        "[enumeration]\nmax_failures = 50\nprefix_max_failures = 6\n\n[alerts]\nwebhook = \"{}\"\n",
+        hook.url()
+    );
+    let h = support::spawn_shield("", &rest).await;
+    for i in 0..6 {
+        let ip = format!("198.51.100.{}", 10 + i % 3);
+        let a = get(
+            h.addr(),
+            &format!("/api/v1/events/guess-{i:06}"),
+            &format!("X-Forwarded-For: {ip}\r\n"),
+        )
+        .await;
+        assert_eq!(a.status, 404, "guess {i}");
+    }
+    let text = hook.next_text().await;
+    assert!(text.contains("198.51.100.0/24"), "{text}");
+    assert!(text.contains("6 distinct failed join tokens"), "{text}");
+    assert!(!text.contains("guess-"), "no token in an alert: {text}");
+    wait_for_line(
+        &h.shield,
+        h.dir.path(),
+        &["Shield alert sent", "\"kind\":\"prefix_ban\""],
+    )
+    .await;
+    assert_eq!(alerts_total(&h.shield, "prefix_ban", "sent"), 1);
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_slows_no_guest_request_and_is_given_up() {
+    let hook = Receiver::start(true).await;
+    let rest = format!(
+        "[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 1\n\n\
+         [alerts]\nwebhook = \"{}\"\ndenial_rate = \"2/min\"\ntimeout = \"2s\"\n",
+        hook.url()
+    );
+    let h = support::spawn_shield("", &rest).await;
+    let accepted = hook.accepted.notified();
+    assert_eq!(get(h.addr(), TOKEN, "").await.status, 200);
+    for _ in 0..3 {
+        assert_eq!(get(h.addr(), TOKEN, "").await.status, 429);
+    }
+    tokio::time::timeout(DEADLINE, accepted)
+        .await
+        .expect("the shield connects to the webhook");
+    // The webhook holds the alert; guests are answered all the same, each within support's
+    // 10 s read bound (these are not timings, only answers).
+    for i in 0..50 {
+        assert_eq!(get(h.addr(), "/", "").await.status, 200, "request {i}");
+    }
+    let line = wait_for_line(
+        &h.shield,
+        h.dir.path(),
+        &[
+            "production.WARNING: Shield alert failed",
+            "no answer within 2s",
+        ],
+    )
+    .await;
+    assert!(line.contains("\"kind\":\"denial_rate\""), "{line}");
+    assert!(
+        !line.contains("secret"),
+        "the webhook's path stays out of the log: {line}"
+    );
+    assert_eq!(alerts_total(&h.shield, "denial_rate", "failed"), 1);
+}
+
+#[tokio::test]
+async fn a_refused_webhook_connection_is_logged_and_counted() {
+    let nowhere = closed_port().await;
+    let rest = format!(
+        "[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 1\n\n\
+         [alerts]\nwebhook = \"http://{nowhere}/hook\"\ndenial_rate = \"2/min\"\n"
+    );
+    let h = support::spawn_shield("", &rest).await;
+    assert_eq!(get(h.addr(), TOKEN, "").await.status, 200);
+    for _ in 0..3 {
+        assert_eq!(get(h.addr(), TOKEN, "").await.status, 429);
+    }
+    let line = wait_for_line(
+        &h.shield,
+        h.dir.path(),
+        &["production.WARNING: Shield alert failed", "cannot connect"],
+    )
+    .await;
+    assert!(
+        line.contains(&format!("\"webhook\":\"{nowhere}\"")),
+        "{line}"
+    );
+    assert_eq!(alerts_total(&h.shield, "denial_rate", "failed"), 1);
+    assert_eq!(alerts_total(&h.shield, "denial_rate", "sent"), 0);
+}
+
+#[tokio::test]
+async fn a_reload_sends_the_next_alert_to_the_new_webhook() {
+    let mut first = Receiver::start(false).await;
+    let mut second = Receiver::start(false).await;
+    let rest = |hook: &str| {
+        format!(
+            "[[limit]]\nname = \"gallery-ip\"\nroutes = [\"gallery\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 1\n\n\
+             [enumeration]\nmax_failures = 50\nprefix_max_failures = 3\n\n\
+             [alerts]\nwebhook = \"{hook}\"\ndenial_rate = \"2/min\"\n"
+        )
+    };
+    let h = support::spawn_shield("", &rest(&first.url())).await;
+    assert_eq!(
+        get(h.addr(), "/api/v1/gallery/demo-synthetic01", "")
+            .await
+            .status,
+        200
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            get(h.addr(), "/api/v1/gallery/demo-synthetic01", "")
+                .await
+                .status,
+            429
+        );
+    }
+    assert!(first.next_text().await.contains("denied (429/403)"));
+
+    let text = support::config_text(&format!("http://{}", h.app.addr), "", &rest(&second.url()));
+    std::fs::write(h.config_path(), text).unwrap();
+    let outcome = joinshield::reload::reload_logged(&h.shield.shared);
+    assert!(
+        matches!(
+            outcome,
+            joinshield::reload::Outcome::Applied { version: 2, .. }
+        ),
+        "{outcome:?}"
+    );
+    for i in 0..3 {
+        let xff = format!("X-Forwarded-For: 203.0.113.{}\r\n", 20 + i);
+        let a = get(h.addr(), &format!("/api/v1/events/guess-{i:06}"), &xff).await;
+        assert_eq!(a.status, 404);
+    }
+    assert!(second.next_text().await.contains("203.0.113.0/24"));
+    assert!(first.received().is_empty());
+    let line = wait_for_line(
+        &h.shield,
+        h.dir.path(),
+        &["Shield configuration reloaded", "alerts webhook now"],
+    )
+    .await;
+    assert!(!line.contains("secret"), "{line}");
+}
