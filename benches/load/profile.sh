@@ -60,8 +60,11 @@ BIN=$(grep -o '"executable":"[^"]*/joinshield"' <<<"$BUILD_JSON" | tail -n 1 | c
 
 port() { echo $((20000 + RANDOM % 30000)); }
 UPSTREAM_PORT=$(port) SHIELD_PORT=$(port) ADMIN_PORT=$(port)
+# The guest limits of run.sh (the shipped quotas; guests.lua stays under them).
 sed -e "s/@SHIELD_PORT@/$SHIELD_PORT/g" -e "s/@UPSTREAM_PORT@/$UPSTREAM_PORT/g" \
-    -e "s/@ADMIN_PORT@/$ADMIN_PORT/g" "$HERE/joinshield.toml.in" >"$WORK/joinshield.toml"
+    -e "s/@ADMIN_PORT@/$ADMIN_PORT/g" -e "s#@IP_RATE@#300/min#g" -e "s/@IP_BURST@/100/g" \
+    -e "s#@TOKEN_RATE@#3000/min#g" -e "s/@TOKEN_BURST@/600/g" \
+    "$HERE/joinshield.toml.in" >"$WORK/joinshield.toml"
 case $SCENARIO in
     forward) WRK_ARGS=(-s "$HERE/guests.lua") ;;
     flood)
