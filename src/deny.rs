@@ -337,8 +337,20 @@ pub fn log_denial(
             Value::request_bytes(seen.request_id.as_bytes()),
         )
     });
-    let logged = outcome != FoldOutcome::Folded;
-    recent.record_denial(denial, seen, shadow, keep, logged, crate::server::now_ms());
+    let now_ms = crate::server::now_ms();
+    match outcome {
+        FoldOutcome::Folded { repeats } if repeats > crate::recent::LISTED_REPEATS => {
+            // A flood of one client and reason: counted for the offenders, not listed. One
+            // flooding client would otherwise push everything else out of the ring in seconds.
+            recent.record_unlisted_denial(denial, seen, shadow, keep, now_ms);
+        }
+        FoldOutcome::Folded { .. } => {
+            recent.record_denial(denial, seen, shadow, keep, false, now_ms)
+        }
+        FoldOutcome::Written | FoldOutcome::Unfolded => {
+            recent.record_denial(denial, seen, shadow, keep, true, now_ms)
+        }
+    }
 }
 
 #[cfg(test)]

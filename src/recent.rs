@@ -40,6 +40,9 @@ pub const SHARDS: usize = 8;
 pub const MAX_PATH: usize = 256;
 /// Request ids longer than this are cut in the ring (a client may send its own).
 pub const MAX_REQUEST_ID: usize = 64;
+/// Repeats of one client and reason listed in the ring per log fold window (10 s); the rest are
+/// counted for the offenders only, so one flooding client cannot push every other denial out.
+pub const LISTED_REPEATS: u64 = 10;
 /// Minutes of request counters kept (the status reports up to 15).
 const RATE_MINUTES: usize = 16;
 
@@ -51,6 +54,8 @@ pub struct Recent {
     pub offenders: Offenders,
     /// Requests, denials and guest errors per minute.
     pub rates: Rates,
+    /// Denials counted for the offenders but not listed in the ring.
+    unlisted: AtomicU64,
 }
 
 impl Default for Recent {
@@ -66,6 +71,7 @@ impl Recent {
             ring: Ring::new(capacity),
             offenders: Offenders::new(counters),
             rates: Rates::default(),
+            unlisted: AtomicU64::new(0),
         }
     }
 
@@ -81,17 +87,34 @@ impl Recent {
         now_ms: i64,
     ) {
         let entry = Entry::new(denial, seen, shadow, keep, logged, now_ms);
-        // The app failing is not the client's doing, and a shadow limit denied nothing.
-        let blames_client = !shadow
-            && !matches!(
-                denial,
-                Denial::UpstreamUnavailable | Denial::UpstreamTimeout
-            );
-        if blames_client {
+        if blames_client(denial, shadow) {
             self.offenders
                 .note(Kind::Denials, seen.ip, entry.token.as_deref(), now_ms);
         }
         self.ring.push(entry);
+    }
+
+    /// Counts a denial for the offenders without listing it in the ring: a repeat beyond
+    /// [`LISTED_REPEATS`] of one client and reason inside one log fold window.
+    pub fn record_unlisted_denial(
+        &self,
+        denial: &Denial,
+        seen: &Seen<'_>,
+        shadow: bool,
+        keep: usize,
+        now_ms: i64,
+    ) {
+        if blames_client(denial, shadow) {
+            let preview = seen.token.map(|t| crate::log::token_preview(t, keep));
+            self.offenders
+                .note(Kind::Denials, seen.ip, preview.as_deref(), now_ms);
+        }
+        self.unlisted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Denials counted but not listed since the start (see [`Recent::record_unlisted_denial`]).
+    pub fn unlisted(&self) -> u64 {
+        self.unlisted.load(Ordering::Relaxed)
     }
 
     /// Records a failed token (a malformed one, or one the app refused) from `ip`.
@@ -119,6 +142,16 @@ fn cut_owned(mut s: String, max: usize) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// Whether a denial counts against the client: the app failing is not the client's doing, and
+/// a shadow limit denied nothing.
+fn blames_client(denial: &Denial, shadow: bool) -> bool {
+    !shadow
+        && !matches!(
+            denial,
+            Denial::UpstreamUnavailable | Denial::UpstreamTimeout
+        )
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking a cut with `...`.

@@ -218,3 +218,54 @@ async fn ctl_prints_status_denials_and_offenders_as_tables() {
     let (ok, out) = ctl(&h, "wrong", &["offenders", "--since", "2h"]).await;
     assert!(!ok, "{out}");
 }
+
+/// A flood of one client for one reason is listed only up to the first repeats of each log fold
+/// window, so it cannot push every other denial out of the ring; the offenders still count all.
+#[tokio::test]
+async fn a_flooding_client_is_counted_in_full_but_listed_only_in_part() {
+    let var = "JOINSHIELD_TEST_TOKEN_ADMIN_API_FLOOD";
+    std::env::set_var(var, "flood-admin");
+    let h = spawn_shield_admin(&format!("token_env = \"{var}\""), REST).await;
+    let token = Some("flood-admin");
+    assert_eq!(
+        from(&h, QUIET, "/api/v1/events/other-123456").await.status,
+        404
+    );
+    assert_eq!(
+        from(&h, QUIET, "/api/v1/events/other-123456").await.status,
+        429
+    );
+    assert_eq!(
+        from(&h, NOISY, "/api/v1/events/demo-wedding-2026")
+            .await
+            .status,
+        200
+    );
+    let flood = 40;
+    for _ in 0..flood {
+        let a = from(&h, NOISY, "/api/v1/events/demo-wedding-2026").await;
+        assert_eq!(a.status, 429, "{}", a.text());
+    }
+
+    let d = admin(&h, "GET", "/admin/denials?since=15m", token, "").await;
+    assert_eq!(d.status, 200, "{}", d.text());
+    let lines: Vec<serde_json::Value> = d
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let noisy = lines.iter().filter(|l| l["ip"] == NOISY).count() as u64;
+    // The written line and the first LISTED_REPEATS folded ones (all inside one 10 s window
+    // unless the test machine stalls for that long, which only lists more).
+    assert!(
+        noisy > joinshield::recent::LISTED_REPEATS && noisy < flood,
+        "{noisy} of {flood} listed"
+    );
+    // The quiet client's denial is still there.
+    assert!(lines.iter().any(|l| l["ip"] == QUIET), "{lines:?}");
+
+    let o = admin(&h, "GET", "/admin/offenders?since=15m&top=5", token, "").await;
+    let v = o.json();
+    assert_eq!(v["denials"]["ips"][0]["key"], NOISY, "{v}");
+    assert_eq!(v["denials"]["ips"][0]["count"], flood, "{v}");
+}

@@ -36,8 +36,12 @@ const SHARDS: usize = 16;
 pub enum FoldOutcome {
     /// Built and queued for writing (the first of its window, or the first after one).
     Written,
-    /// Only counted; the record was never built.
-    Folded,
+    /// Only counted; the record was never built. `repeats` is how many records of the key
+    /// the current window has folded so far, this one included.
+    Folded {
+        /// Records folded in this window so far.
+        repeats: u64,
+    },
     /// Built and queued without folding, because the fold table was full.
     Unfolded,
 }
@@ -109,7 +113,12 @@ impl FoldTable {
         if let Some(entry) = shard.get_mut(&key) {
             if now.saturating_duration_since(entry.opened) < FOLD_WINDOW {
                 entry.repeats = entry.repeats.saturating_add(1);
-                return (FoldOutcome::Folded, None);
+                return (
+                    FoldOutcome::Folded {
+                        repeats: entry.repeats,
+                    },
+                    None,
+                );
             }
             let mut record = build();
             let repeats = std::mem::take(&mut entry.repeats);
@@ -197,7 +206,7 @@ mod tests {
             let (outcome, record) = table.admit(1, t0 + Duration::from_secs(i), || {
                 panic!("a folded record must not be built")
             });
-            assert_eq!(outcome, FoldOutcome::Folded);
+            assert_eq!(outcome, FoldOutcome::Folded { repeats: i });
             assert!(record.is_none());
         }
     }
