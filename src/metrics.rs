@@ -201,6 +201,8 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 2],
     /// Reloads by [`RELOAD_RESULTS`] index.
     reloads: [AtomicU64; 2],
+    /// TLS handshakes, completed and failed.
+    pub tls: crate::tls::HandshakeCounts,
 }
 
 impl Metrics {
@@ -248,6 +250,15 @@ struct Sample {
     version: u64,
     lists: [(&'static str, usize); 3],
     log_dropped: u64,
+    tls: Option<TlsSample>,
+}
+
+/// The HTTPS listener's counts and the certificate in force, read at scrape time.
+#[derive(Debug)]
+struct TlsSample {
+    done: u64,
+    failed: [u64; 4],
+    not_after: Option<i64>,
 }
 
 fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
@@ -290,6 +301,11 @@ impl Sample {
                 ("revoked_tokens", lists.revoked.len()),
             ],
             log_dropped: shared.log.dropped(),
+            tls: shared.tls_port.map(|_| TlsSample {
+                done: shared.metrics.tls.done.load(Ordering::Relaxed),
+                failed: load(&shared.metrics.tls.failed),
+                not_after: snap.loaded.tls.as_ref().map(|t| t.not_after),
+            }),
         }
     }
 }
@@ -465,6 +481,33 @@ impl Collector for Sample {
             "Log records dropped because the log queue was full.",
             [(vec![], self.log_dropped)],
         )?;
+        if let Some(tls) = &self.tls {
+            counters(
+                e,
+                "joinshield_tls_handshakes",
+                "TLS handshakes completed on the HTTPS listener.",
+                [(vec![], tls.done)],
+            )?;
+            counters(
+                e,
+                "joinshield_tls_handshake_failures",
+                "TLS handshakes that did not complete, by reason (not_tls, timeout, closed, protocol).",
+                crate::tls::FAILURE_REASONS
+                    .iter()
+                    .zip(tls.failed)
+                    .map(|(reason, n)| (vec![("reason", *reason)], n)),
+            )?;
+            if let Some(not_after) = tls.not_after {
+                let mut family = e.encode_descriptor(
+                    "joinshield_tls_certificate_expiry_timestamp",
+                    "When the certificate in force stops being valid (Unix time).",
+                    Some(&Unit::Seconds),
+                    MetricType::Gauge,
+                )?;
+                let none: [(&str, &str); 0] = [];
+                family.encode_family(&none)?.encode_gauge(&not_after)?;
+            }
+        }
         Ok(())
     }
 }
@@ -672,6 +715,11 @@ mod tests {
             version: 4,
             lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
             log_dropped: 0,
+            tls: Some(TlsSample {
+                done: 7,
+                failed: [1, 2, 3, 4],
+                not_after: Some(1_800_000_000),
+            }),
         }
     }
 
@@ -691,6 +739,10 @@ mod tests {
             "joinshield_config_version 4",
             "joinshield_list_entries{list=\"blocklist\"} 5",
             "joinshield_log_records_dropped_total 0",
+            "joinshield_tls_handshakes_total 7",
+            "joinshield_tls_handshake_failures_total{reason=\"not_tls\"} 1",
+            "joinshield_tls_handshake_failures_total{reason=\"protocol\"} 4",
+            "joinshield_tls_certificate_expiry_timestamp_seconds 1800000000",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
