@@ -645,3 +645,71 @@ fn check_validates_the_certificate_pair() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn demo_serves_https_with_a_certificate_made_at_start() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The banner names the copied configuration's folder and the HTTPS curl line; reading stops
+    // at "Press Ctrl-C" (or when the process ends).
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let done = line.starts_with("Press Ctrl-C");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .expect("the demo prints its banner")
+        .unwrap();
+    let dir = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("Configuration copied to "))
+        .and_then(|l| l.split(" (").next())
+        .map(|p| Path::new(p).parent().unwrap().to_path_buf())
+        .unwrap_or_else(|| panic!("no configuration line in {banner:#?}"));
+    let curl = banner
+        .iter()
+        .find(|l| l.contains("curl -k -i https://localhost:"))
+        .unwrap_or_else(|| panic!("no HTTPS curl line in {banner:#?}"));
+    let port: u16 = curl
+        .split("https://localhost:")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+
+    // Trust exactly the certificate the demo made.
+    let pem = std::fs::read(dir.join("demo-cert.pem")).unwrap();
+    let cert = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let pki = Pki {
+        issuer: Issuer::new(
+            CertificateParams::new(Vec::<String>::new()).unwrap(),
+            KeyPair::generate().unwrap(),
+        ),
+        root: cert,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let path = format!("/api/v1/events/{}", joinshield::standin::DEMO_TOKENS[0]);
+    let result = https_get(&pki, addr, &path).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let (answer, _) = result.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
