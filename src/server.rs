@@ -184,9 +184,14 @@ async fn answer_request(
         },
     };
     let mut framing = check_framing(&req, snap.loaded.config.server.max_body);
-    if framing.is_none() && !https && snap.loaded.config.server.redirect_https {
-        // Every plain request is sent to HTTPS, before any other check: nothing is forwarded.
-        match shared.tls_port.and_then(|port| https_location(&req, port)) {
+    // Every plain request is sent to HTTPS, before any other check: nothing is forwarded. (A
+    // reload that turns the redirect on while no HTTPS listener runs has nowhere to send it.)
+    let redirect_to = match shared.tls_port {
+        Some(port) if !https && snap.loaded.config.server.redirect_https => Some(port),
+        _ => None,
+    };
+    if let (None, Some(port)) = (&framing, redirect_to) {
+        match https_location(&req, port) {
             Some(location) => {
                 meter.answered(308);
                 let guest = classified.class.is_some();
@@ -470,8 +475,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let server = &shared.snapshot.load().loaded.config.server;
-                    let header_timeout = server.header_timeout;
+                    let (header_timeout, handshake_timeout) = {
+                        let server = &shared.snapshot.load().loaded.config.server;
+                        let handshake = server.tls.as_ref().map(|t| t.handshake_timeout);
+                        (server.header_timeout, handshake.unwrap_or(Duration::from_secs(10)))
+                    };
                     let watcher = graceful.watcher();
                     let conn_shared = shared.clone();
                     match &front {
@@ -479,10 +487,6 @@ pub async fn serve(
                             tokio::spawn(serve_connection(conn_shared, peer.ip(), false, stream, header_timeout, watcher));
                         }
                         Front::Tls(tls) => {
-                            let handshake_timeout = server
-                                .tls
-                                .as_ref()
-                                .map_or(Duration::from_secs(10), |t| t.handshake_timeout);
                             let tls = tls.clone();
                             tokio::spawn(async move {
                                 let counts = &conn_shared.metrics.tls;
