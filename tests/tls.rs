@@ -713,3 +713,25 @@ async fn demo_serves_https_with_a_certificate_made_at_start() {
     let (answer, _) = result.unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
+
+#[tokio::test]
+async fn a_reload_that_drops_tls_listen_warns_and_the_https_listener_keeps_its_pair() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(0x51, 90);
+    let files = Files::new(&cert, &key);
+    let h = spawn_shield(&files.server_lines(""), "").await;
+    let addr = tls_addr(&h);
+    let text = support::config_text(&format!("http://{}", h.app.addr), "", "");
+    std::fs::write(h.config_path(), text).unwrap();
+    match joinshield::reload::reload(&h.shield.shared) {
+        Outcome::Applied { warnings, .. } => {
+            // The configured address is named, as for `listen`.
+            let expected = "server.tls_listen changed to off but stays 127.0.0.1:0 until restart";
+            assert!(warnings.iter().any(|w| w == expected), "{warnings:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (answer, serial) = https_get(&pki, addr, "/__standin/echo").await.unwrap();
+    assert_eq!((answer.status, serial.as_str()), (200, "51"));
+    h.shield.shutdown().await;
+}
