@@ -186,7 +186,7 @@ for t in "${TARGETS[@]}"; do
     proto=$(curl -sk --max-time 5 "https://127.0.0.1:${PORT[$t]}/__standin/echo")
     grep -q '"x-forwarded-proto":"https"' <<<"$proto" || die "$t did not forward X-Forwarded-Proto https: $proto"
     openssl s_client -connect "127.0.0.1:${PORT[$t]}" -tls1_3 </dev/null >"$WORK/sclient-$t.txt" 2>&1
-    NEGOTIATED[$t]=$(awk '/^New, / {sub(/^New, /, ""); print; exit}' "$WORK/sclient-$t.txt")
+    NEGOTIATED[$t]=$(awk '/^New, / {sub(/^New, /, ""); sub(/Cipher is /, ""); print; exit}' "$WORK/sclient-$t.txt")
     KX[$t]=$(awk -F': ' '/^(Server Temp Key|Peer Temp Key)/ {print $2; exit}' "$WORK/sclient-$t.txt")
     [[ -n ${NEGOTIATED[$t]} ]] || die "$t: no TLS 1.3 handshake: $(tail -n 5 "$WORK/sclient-$t.txt")"
 done
