@@ -306,6 +306,14 @@ impl TlsFront {
     /// TLS 1.3 and 1.2 with *ring*'s default suites, ALPN `http/1.1` only (the shield speaks
     /// HTTP/1.1), no client certificates, the certificate from `snapshot` at each handshake.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Result<TlsFront, rustls::Error> {
+        TlsFront::with_slots(snapshot, MAX_HANDSHAKES)
+    }
+
+    /// As [`TlsFront::new`], with at most `slots` handshakes at once.
+    pub fn with_slots(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        slots: usize,
+    ) -> Result<TlsFront, rustls::Error> {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
@@ -313,7 +321,7 @@ impl TlsFront {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsFront {
             acceptor: TlsAcceptor::from(Arc::new(config)),
-            slots: Semaphore::new(MAX_HANDSHAKES),
+            slots: Semaphore::new(slots),
         })
     }
 
@@ -425,5 +433,97 @@ mod tests {
             e[0].message.starts_with("no private key in the file"),
             "{e:?}"
         );
+    }
+
+    /// Handshakes of `front` for every connection `listener` accepts, each with its timeout
+    /// from `timeouts` in accept order.
+    fn serve(
+        listener: tokio::net::TcpListener,
+        front: Arc<TlsFront>,
+        counts: Arc<HandshakeCounts>,
+        timeouts: Vec<Duration>,
+    ) {
+        tokio::spawn(async move {
+            for timeout in timeouts {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (front, counts) = (front.clone(), counts.clone());
+                tokio::spawn(async move {
+                    // Keep the TLS stream open until the client goes.
+                    if let Some(mut tls) = front.handshake(stream, timeout, &counts).await {
+                        use tokio::io::AsyncReadExt;
+                        let mut buf = [0u8; 16];
+                        let _ = tls.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn handshakes_beyond_the_slots_wait_and_time_out_until_a_slot_frees() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let (cert, key) = pair(dir.path(), now - DAY, now + DAY);
+        let text = format!(
+            "[server]\nupstream = \"http://127.0.0.1:1\"\ntls_listen = \"127.0.0.1:0\"\n\
+             tls_cert = {:?}\ntls_key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let loaded = crate::config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let snapshot = Snapshot::build(Arc::new(loaded), 1, None).unwrap();
+        let front =
+            Arc::new(TlsFront::with_slots(Arc::new(ArcSwap::from_pointee(snapshot)), 1).unwrap());
+        let counts = Arc::new(HandshakeCounts::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let long = Duration::from_secs(60);
+        serve(
+            listener,
+            front,
+            counts.clone(),
+            vec![long, Duration::from_secs(1), long],
+        );
+
+        // A: the start of a TLS record, then nothing: it takes the only slot and keeps it.
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        a.write_all(&[TLS_HANDSHAKE_RECORD, 0x03, 0x01])
+            .await
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let handshake = |client: Arc<rustls::ClientConfig>| async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                tokio_rustls::TlsConnector::from(client).connect(name, tcp),
+            )
+            .await
+            .expect("a handshake is never left hanging")
+        };
+        // B: a real client; it waits for the slot until its 1 s timeout, then is closed.
+        let b = handshake(client.clone()).await;
+        assert!(b.is_err(), "B got a slot while A held the only one");
+        assert_eq!(
+            counts.failed[HandshakeFailure::Timeout.index()].load(Ordering::SeqCst),
+            1
+        );
+        // A goes away: its slot frees, and C's handshake completes.
+        drop(a);
+        let c = handshake(client).await;
+        assert!(c.is_ok(), "{c:?}");
     }
 }
