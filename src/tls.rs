@@ -86,12 +86,14 @@ impl CertPair {
                 )])
             }
         };
+        let chained = chain.len() > 1;
         let certified = CertifiedKey::new(chain, signing);
         if let Err(e) = certified.keys_match() {
             let message = match e {
                 rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
-                    "this key does not belong to the certificate in {}: install the key the certificate was issued for",
-                    cert.display()
+                    "this key does not belong to the certificate in {}: install the key the certificate was issued for{}",
+                    cert.display(),
+                    if chained { " (and check that the server's own certificate comes first in the chain file)" } else { "" }
                 ),
                 other => format!(
                     "cannot check that this key belongs to the certificate in {} ({other})",

@@ -25,6 +25,7 @@ use tokio_rustls::TlsConnector;
 struct Pki {
     issuer: Issuer<'static, KeyPair>,
     root: CertificateDer<'static>,
+    root_pem: String,
 }
 
 impl Pki {
@@ -36,10 +37,11 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "joinshield test CA");
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let root = params.self_signed(&key).unwrap().der().clone();
+        let root = params.self_signed(&key).unwrap();
         Pki {
             issuer: Issuer::new(params, key),
-            root,
+            root: root.der().clone(),
+            root_pem: root.pem(),
         }
     }
 
@@ -343,8 +345,15 @@ async fn a_mismatched_expired_or_garbage_pair_is_refused_and_the_old_one_keeps_s
     let files = Files::new(&cert_a, &key_a);
     let h = spawn_shield(&files.server_lines(""), "").await;
     let addr = tls_addr(&h);
+    let ca_first = format!("{}{cert_a}", pki.root_pem);
 
     for (what, cert, key, expect) in [
+        (
+            "chain in the wrong order",
+            ca_first.as_str(),
+            key_a.as_str(),
+            "server's own certificate comes first",
+        ),
         (
             "mismatched key",
             cert_b.as_str(),
@@ -395,7 +404,7 @@ async fn a_mismatched_expired_or_garbage_pair_is_refused_and_the_old_one_keeps_s
         .iter()
         .filter(|l| l.contains("ERROR: Shield configuration rejected"))
         .collect();
-    assert!(rejected.len() >= 5, "{lines:#?}");
+    assert!(rejected.len() >= 6, "{lines:#?}");
     assert!(rejected
         .iter()
         .any(|l| l.contains("server.tls_key") && l.contains("does not belong")));
@@ -701,6 +710,7 @@ async fn demo_serves_https_with_a_certificate_made_at_start() {
             KeyPair::generate().unwrap(),
         ),
         root: cert,
+        root_pem: String::new(),
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let path = format!("/api/v1/events/{}", joinshield::standin::DEMO_TOKENS[0]);
