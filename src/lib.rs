@@ -26,6 +26,7 @@ pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod standin;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub enum StartError {
     /// The log could not be opened.
     #[error("{0}")]
     Log(#[from] log::LogError),
+    /// The TLS server configuration could not be built.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A running shield: its bound addresses, and the handle to stop it.
@@ -57,6 +61,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener's address, when `tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     /// Shared state (for tests and the admin API).
     pub shared: Arc<Shared>,
     log: log::LogSink,
@@ -100,17 +106,29 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let config = &loaded.config;
     let guest = server::bind(config.server.listen).await?;
     let admin_listener = server::bind(config.admin.listen).await?;
+    let tls_listener = match &config.server.tls {
+        Some(t) => Some(server::bind(t.listen).await?),
+        None => None,
+    };
     let addr = guest.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let tls_addr = tls_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let log = log::LogSink::start(&config.log)?;
     let state_file = config.server.state_file.clone();
     let bans = load_bans(&state_file, &log.handle());
     let snapshot = Snapshot::build(Arc::new(loaded), 1, None)?;
-    let shared = Arc::new(Shared::new(snapshot, log.handle(), bans));
+    let mut shared = Shared::new(snapshot, log.handle(), bans);
+    shared.tls_port = tls_addr.map(|a| a.port());
+    let shared = Arc::new(shared);
     let (stop, stopped) = watch::channel(false);
     let watched = reload::Watched::now(&shared);
-    let tasks = vec![
-        tokio::spawn(server::serve(guest, shared.clone(), false, stopped.clone())),
+    let mut tasks = vec![
+        tokio::spawn(server::serve(
+            guest,
+            shared.clone(),
+            server::Front::Plain,
+            stopped.clone(),
+        )),
         tokio::spawn(admin::serve(
             admin_listener,
             shared.clone(),
@@ -119,13 +137,23 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
         tokio::spawn(reload::watch(shared.clone(), watched, stopped.clone())),
         tokio::spawn(housekeeping::run(shared.clone(), stopped.clone())),
-        tokio::spawn(alerts::run(shared.clone(), stopped)),
+        tokio::spawn(alerts::run(shared.clone(), stopped.clone())),
     ];
+    if let Some(listener) = tls_listener {
+        let front = Arc::new(tls::TlsFront::new(shared.snapshot.clone())?);
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            shared.clone(),
+            server::Front::Tls(front),
+            stopped,
+        )));
+    }
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.
     drop(log.handle().spawn_fold_sweeper());
     Ok(Running {
         addr,
         admin_addr,
+        tls_addr,
         shared,
         log,
         stop,

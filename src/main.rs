@@ -59,6 +59,9 @@ enum Command {
         /// Where the admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Where the shield serves HTTPS (with a self-signed certificate made at start).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: SocketAddr,
     },
     /// Exit 0 when the admin /healthz answers 200.
     Healthcheck {
@@ -191,7 +194,11 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             serve(loaded, None).await
         }
         Command::Check { config } => Ok(check(&config.path)),
-        Command::Demo { listen, admin } => demo(listen, admin).await,
+        Command::Demo {
+            listen,
+            admin,
+            tls_listen,
+        } => demo(listen, admin, tls_listen).await,
         Command::Healthcheck { config, admin } => healthcheck(&config.path, admin).await,
         Command::Ctl {
             config,
@@ -275,6 +282,25 @@ fn check(path: &std::path::Path) -> ExitCode {
     println!("{}: ok (sha256 {})", path.display(), &loaded.sha256[..16]);
     println!("  listen      {}", c.server.listen);
     println!("  upstream    {}", c.server.upstream.uri);
+    if let (Some(t), Some(pair)) = (&c.server.tls, &loaded.tls) {
+        println!(
+            "  https       {} (handshake timeout {})",
+            t.listen,
+            joinshield::config::units::format_duration(t.handshake_timeout)
+        );
+        println!("  tls cert    {}", t.cert.display());
+        println!("  tls key     {}", t.key.display());
+        println!("  certificate {}", pair.describe());
+        if c.server.redirect_https {
+            println!(
+                "  redirect    plain requests get 308 to https (port {})",
+                t.listen.port()
+            );
+        }
+        if let Some(h) = c.server.hsts.as_ref().and_then(|h| h.to_str().ok()) {
+            println!("  hsts        Strict-Transport-Security: {h}");
+        }
+    }
     println!("  admin       {}", c.admin.listen);
     println!(
         "  log         {} ({:?}, channel {}, {})",
@@ -380,8 +406,13 @@ async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
     joinshield::log::install_sigusr1_reopen(running.shared.log.clone())
         .context("cannot watch SIGUSR1")?;
     eprintln!(
-        "joinshield: serving guests on http://{}, admin on http://{}",
-        running.addr, running.admin_addr
+        "joinshield: serving guests on http://{}{}, admin on http://{}",
+        running.addr,
+        running
+            .tls_addr
+            .map(|a| format!(" and https://{a}"))
+            .unwrap_or_default(),
+        running.admin_addr
     );
     if let Some(b) = banner {
         println!("{b}");
@@ -401,7 +432,7 @@ async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
+async fn demo(listen: SocketAddr, admin: SocketAddr, tls_listen: SocketAddr) -> Result<ExitCode> {
     let standin = joinshield::standin::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), false).await?;
     let dir = std::env::temp_dir().join(format!("joinshield-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -409,15 +440,46 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
         let file = dir.join(name);
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
-    let path = dir.join("joinshield.toml");
-    let mut loaded = load_or_error(&path).context("the shipped configuration is invalid")?;
-    loaded.config.server.upstream =
-        config::validate::parse_upstream(&format!("http://{}", standin.addr))
-            .map_err(|e| anyhow!(e))?;
+    // A self-signed certificate for this machine's loopback names, made fresh for each demo.
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .context("cannot generate the demo certificate")?;
+    std::fs::write(dir.join("demo-cert.pem"), pair.cert.pem())
+        .context("cannot write the demo certificate")?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("demo-key.pem"))
+            .and_then(|mut f| f.write_all(pair.signing_key.serialize_pem().as_bytes()))
+            .context("cannot write the demo key")?;
+    }
     // The demo binds loopback only, and moves to a free port when the usual one is taken.
     let shield = free_or_ephemeral(listen);
-    loaded.config.server.listen = shield;
-    loaded.config.admin.listen = free_or_ephemeral(admin);
+    let https = free_or_ephemeral(tls_listen);
+    // Written into the copied file (not only into the loaded config), so a reload of it keeps
+    // pointing at the stand-in and keeps serving HTTPS.
+    let mut doc: toml_edit::DocumentMut = SHIPPED[0]
+        .1
+        .parse()
+        .context("the shipped configuration is not TOML")?;
+    for (table, key, value) in [
+        ("server", "listen", shield.to_string()),
+        ("server", "upstream", format!("http://{}", standin.addr)),
+        ("server", "tls_listen", https.to_string()),
+        ("server", "tls_cert", "demo-cert.pem".to_string()),
+        ("server", "tls_key", "demo-key.pem".to_string()),
+        ("admin", "listen", free_or_ephemeral(admin).to_string()),
+    ] {
+        doc[table][key] = toml_edit::value(value);
+    }
+    let path = dir.join("joinshield.toml");
+    std::fs::write(&path, doc.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let loaded = load_or_error(&path).context("the shipped configuration is invalid")?;
     let t = joinshield::standin::DEMO_TOKENS[0];
     let banner = format!(
         "joinshield demo: the shipped configuration in front of a stand-in of the guest API ({})\n\
@@ -427,12 +489,15 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<ExitCode> {
          curl -i http://{{shield}}/api/v1/gallery/{t}/photos\n  \
          curl -i http://{{shield}}/api/v1/events/not-a-real-token-123\n  \
          curl -i -X POST --data-binary @/etc/hostname http://{{shield}}/api/v1/events/{t}/photos\n  \
-         curl -s -o /dev/null -w '%{{http_code}}\\n' http://{{shield}}/api/v1/gallery/{t}/download\n\
+         curl -s -o /dev/null -w '%{{http_code}}\\n' http://{{shield}}/api/v1/gallery/{t}/download\n  \
+         curl -k -i https://{{https}}/api/v1/events/{t}    (HTTPS, a self-signed certificate made at start)\n\
          Press Ctrl-C to stop.",
         standin.addr,
         path.display(),
     );
-    let banner = banner.replace("{shield}", &shield.to_string());
+    let banner = banner
+        .replace("{shield}", &shield.to_string())
+        .replace("{https}", &format!("localhost:{}", https.port()));
     let code = serve(loaded, Some(banner)).await;
     let _ = std::fs::remove_dir_all(&dir);
     code

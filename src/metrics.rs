@@ -222,6 +222,8 @@ pub struct Metrics {
     reloads: [AtomicU64; 2],
     /// Requests hyper refused, by [`REFUSED_BY_HTTP`] index.
     refused_by_http: [AtomicU64; 3],
+    /// TLS handshakes, completed and failed.
+    pub tls: crate::tls::HandshakeCounts,
 }
 
 impl Metrics {
@@ -289,6 +291,15 @@ struct Sample {
     lists: [(&'static str, usize); 3],
     log_dropped: u64,
     alerts: [[u64; 3]; 3],
+    tls: Option<TlsSample>,
+}
+
+/// The HTTPS listener's counts and the certificate in force, read at scrape time.
+#[derive(Debug)]
+struct TlsSample {
+    done: u64,
+    failed: [u64; 4],
+    not_after: Option<i64>,
 }
 
 fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
@@ -333,6 +344,11 @@ impl Sample {
             ],
             log_dropped: shared.log.dropped(),
             alerts: shared.alerts.outcomes(),
+            tls: shared.tls_port.map(|_| TlsSample {
+                done: shared.metrics.tls.done.load(Ordering::Relaxed),
+                failed: load(&shared.metrics.tls.failed),
+                not_after: snap.loaded.tls.as_ref().map(|t| t.not_after),
+            }),
         }
     }
 }
@@ -528,6 +544,33 @@ impl Collector for Sample {
                     .map(|(result, n)| (vec![("kind", kind.name()), ("result", *result)], n))
             }),
         )?;
+        if let Some(tls) = &self.tls {
+            counters(
+                e,
+                "joinshield_tls_handshakes",
+                "TLS handshakes completed on the HTTPS listener.",
+                [(vec![], tls.done)],
+            )?;
+            counters(
+                e,
+                "joinshield_tls_handshake_failures",
+                "TLS handshakes that did not complete, by reason (not_tls, timeout, closed, protocol).",
+                crate::tls::FAILURE_REASONS
+                    .iter()
+                    .zip(tls.failed)
+                    .map(|(reason, n)| (vec![("reason", *reason)], n)),
+            )?;
+            if let Some(not_after) = tls.not_after {
+                let mut family = e.encode_descriptor(
+                    "joinshield_tls_certificate_expiry_timestamp",
+                    "When the certificate in force stops being valid (Unix time).",
+                    Some(&Unit::Seconds),
+                    MetricType::Gauge,
+                )?;
+                let none: [(&str, &str); 0] = [];
+                family.encode_family(&none)?.encode_gauge(&not_after)?;
+            }
+        }
         Ok(())
     }
 }
@@ -749,6 +792,11 @@ mod tests {
             log_dropped: 0,
             alerts: [[0; 3]; 3],
             refused_by_http: [0; 3],
+            tls: Some(TlsSample {
+                done: 7,
+                failed: [1, 2, 3, 4],
+                not_after: Some(1_800_000_000),
+            }),
         }
     }
 
@@ -768,6 +816,10 @@ mod tests {
             "joinshield_config_version 4",
             "joinshield_list_entries{list=\"blocklist\"} 5",
             "joinshield_log_records_dropped_total 0",
+            "joinshield_tls_handshakes_total 7",
+            "joinshield_tls_handshake_failures_total{reason=\"not_tls\"} 1",
+            "joinshield_tls_handshake_failures_total{reason=\"protocol\"} 4",
+            "joinshield_tls_certificate_expiry_timestamp_seconds 1800000000",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

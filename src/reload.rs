@@ -1,6 +1,7 @@
-//! The single writer of the snapshot: a reload parses and validates the configuration file,
-//! builds a new [`Snapshot`] and swaps it in whole. On any error nothing changes and the
-//! running configuration keeps serving. Listen addresses change only on restart.
+//! The single writer of the snapshot: a reload parses and validates the configuration file (and
+//! reads its lists and TLS certificate pair), builds a new [`Snapshot`] and swaps it in whole. On
+//! any error nothing changes and the running configuration (and certificate) keeps serving.
+//! Listen addresses change only on restart.
 
 use std::sync::Arc;
 
@@ -44,10 +45,14 @@ pub fn reload(shared: &Shared) -> Outcome {
         errors,
         kept: current.version,
     };
-    let loaded = match config::load_with(&path, Some(&current.loaded.lists)) {
+    let mut loaded = match config::load_with(&path, Some(&current.loaded.lists)) {
         Ok(l) => l,
         Err(errors) => return rejected(errors),
     };
+    if loaded.tls.is_none() {
+        // The HTTPS listener stays until restart (a WARNING below says so): it keeps its pair.
+        loaded.tls = current.loaded.tls.clone();
+    }
     let old = &current.loaded.config;
     let new = &loaded.config;
     let mut warnings = Vec::new();
@@ -55,6 +60,16 @@ pub fn reload(shared: &Shared) -> Outcome {
         warnings.push(format!(
             "server.listen changed to {} but stays {} until restart",
             new.server.listen, old.server.listen
+        ));
+    }
+    let tls_listen = |c: &config::Config| c.server.tls.as_ref().map(|t| t.listen);
+    if tls_listen(old) != tls_listen(new) {
+        let shown =
+            |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        warnings.push(format!(
+            "server.tls_listen changed to {} but stays {} until restart",
+            shown(tls_listen(new)),
+            shown(tls_listen(old))
         ));
     }
     if old.admin.listen != new.admin.listen {
@@ -74,6 +89,27 @@ pub fn reload(shared: &Shared) -> Outcome {
         changes.push("route classes changed".to_string());
     }
     changes.extend(limit_changes(&old.limits, &new.limits));
+    if let (Some(o), Some(n)) = (&current.loaded.tls, &loaded.tls) {
+        if o.serial != n.serial || o.not_after != n.not_after || o.names != n.names {
+            changes.push(format!("tls certificate {} -> {}", o.serial, n.describe()));
+        }
+    }
+    if old.server.redirect_https != new.server.redirect_https {
+        changes.push(format!("redirect_https {}", new.server.redirect_https));
+    }
+    if old.server.hsts != new.server.hsts {
+        let shown = |h: &Option<http::HeaderValue>| {
+            h.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("off")
+                .to_string()
+        };
+        changes.push(format!(
+            "hsts {} -> {}",
+            shown(&old.server.hsts),
+            shown(&new.server.hsts)
+        ));
+    }
     let (old_lists, new_lists) = (&current.loaded.lists, &loaded.lists);
     for (name, (added, removed)) in [
         (
@@ -283,7 +319,8 @@ fn switch_changes(
 /// How often watched files are looked at.
 pub const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The files a snapshot was built from: the configuration and every list it names.
+/// The files a snapshot was built from: the configuration, every list and the certificate pair
+/// it names.
 fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
     let snap = shared.snapshot.load();
     let lists = &snap.loaded.config.lists;
@@ -294,6 +331,9 @@ fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
             .flatten()
             .cloned(),
     );
+    if let Some(t) = &snap.loaded.config.server.tls {
+        files.extend([t.cert.clone(), t.key.clone()]);
+    }
     files
 }
 

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,8 +40,9 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// State shared by every connection: the current snapshot and long-lived machinery.
 pub struct Shared {
-    /// The configuration in force; swapped whole on reload.
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The configuration in force; swapped whole on reload. Shared with the TLS certificate
+    /// resolver, which reads the certificate pair in force at each handshake.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// The pooled client to the app.
     pub upstream: Upstream,
     /// Request id source.
@@ -64,6 +65,8 @@ pub struct Shared {
     pub recent: crate::recent::Recent,
     /// Prefix bans to alert about, and what became of the alerts.
     pub alerts: crate::alerts::Alerts,
+    /// The HTTPS listener's bound port, when there is one (where `redirect_https` points).
+    pub tls_port: Option<u16>,
 }
 
 /// Most clients and prefixes whose failed tokens are counted at once.
@@ -81,7 +84,7 @@ impl Shared {
             .upstream_timeout
             .min(Duration::from_secs(10));
         Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             upstream: Upstream::new(connect),
             request_ids: RequestIds::default(),
             upstream_ok_at: AtomicI64::new(0),
@@ -93,6 +96,7 @@ impl Shared {
             metrics: Default::default(),
             recent: crate::recent::Recent::default(),
             alerts: crate::alerts::Alerts::default(),
+            tls_port: None,
         }
     }
 
@@ -115,8 +119,27 @@ pub fn now_ms() -> i64 {
     }
 }
 
-/// Answers one request from `peer`.
+/// Answers one request from `peer`; `https` says whether it came over TLS. Every answer over
+/// HTTPS, the app's or the shield's, carries the configured `Strict-Transport-Security`.
 pub async fn handle(
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    https: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if !https {
+        return answer_request(shared, peer, false, req).await;
+    }
+    let hsts = shared.snapshot.load().loaded.config.server.hsts.clone();
+    let mut resp = answer_request(shared, peer, true, req).await;
+    if let (Ok(resp), Some(hsts)) = (&mut resp, hsts) {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    resp
+}
+
+async fn answer_request(
     shared: Arc<Shared>,
     peer: IpAddr,
     https: bool,
@@ -163,7 +186,29 @@ pub async fn handle(
             !allow.is_empty() && allow.lookup(client, now_unix).is_some()
         },
     };
-    let verdict = check_framing(&req, snap.loaded.config.server.max_body).or_else(|| {
+    let mut framing = check_framing(&req, snap.loaded.config.server.max_body);
+    // Every plain request is sent to HTTPS, before any other check: nothing is forwarded. (A
+    // reload that turns the redirect on while no HTTPS listener runs has nowhere to send it.)
+    let redirect_to = match shared.tls_port {
+        Some(port) if !https && snap.loaded.config.server.redirect_https => Some(port),
+        _ => None,
+    };
+    if let (None, Some(port)) = (&framing, redirect_to) {
+        match https_location(&req, port) {
+            Some(location) => {
+                meter.answered(308);
+                let guest = classified.class.is_some();
+                shared.recent.record_answer(guest, false, 308, now_ms());
+                return Ok(redirect(location, &request_id, has_body(&req)));
+            }
+            None => {
+                framing = Some(Denial::BadRequest(
+                    "A request must carry a valid Host header to be redirected to HTTPS.",
+                ))
+            }
+        }
+    }
+    let verdict = framing.or_else(|| {
         let mut shadowed = Vec::new();
         let verdict = decide(&snap, &shared.bans, &facts, &mut shadowed);
         for hit in shadowed {
@@ -339,6 +384,67 @@ fn check_framing(req: &Request<Incoming>, max_body: u64) -> Option<Denial> {
     None
 }
 
+/// Where a plain request is sent over HTTPS: `https://<host>[:port]<path and query>`, the host
+/// being the request's (absolute-form authority, else its one `Host`) without its port, and the
+/// port the HTTPS listener's (left out when 443). `None` when the host is not a plain DNS name
+/// or IP address: nothing the client sent can make the shield redirect elsewhere (no userinfo,
+/// no second authority, no path or control bytes smuggled into the host).
+fn https_location<B>(req: &Request<B>, port: u16) -> Option<http::HeaderValue> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => {
+            let host = req.headers().get(header::HOST)?;
+            http::uri::Authority::try_from(host.as_bytes()).ok()?
+        }
+    };
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host();
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    };
+    if !valid {
+        return None;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|pq| pq.starts_with('/'))
+        .unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    http::HeaderValue::from_str(&location).ok()
+}
+
+/// 308 Permanent Redirect to `location` (the method and body are kept by the client).
+fn redirect(
+    location: http::HeaderValue,
+    request_id: &http::HeaderValue,
+    unread_body: bool,
+) -> Response<Body> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    let headers = resp.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    if unread_body {
+        headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// Whether the request carries a body the shield has not read.
 fn has_body(req: &Request<Incoming>) -> bool {
     use hyper::body::Body as _;
@@ -357,12 +463,20 @@ fn answer(denial: &Denial, request_id: &http::HeaderValue, unread_body: bool) ->
     resp.map(Either::Right)
 }
 
+/// What a listener speaks.
+pub enum Front {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// HTTP/1.1 over TLS; the handshake runs in the connection's own task.
+    Tls(Arc<crate::tls::TlsFront>),
+}
+
 /// Serves guests on `listener` until `shutdown` turns true, then lets in-flight requests finish
 /// within the configured grace.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    https: bool,
+    front: Front,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -371,27 +485,27 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let header_timeout = shared.snapshot.load().loaded.config.server.header_timeout;
+                    let (header_timeout, handshake_timeout) = {
+                        let server = &shared.snapshot.load().loaded.config.server;
+                        let handshake = server.tls.as_ref().map(|t| t.handshake_timeout);
+                        (server.header_timeout, handshake.unwrap_or(Duration::from_secs(10)))
+                    };
+                    let watcher = graceful.watcher();
                     let conn_shared = shared.clone();
-                    let peer_ip = peer.ip();
-                    let service = service_fn(move |req| handle(conn_shared.clone(), peer_ip, https, req));
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .max_buf_size(MAX_HEAD_BYTES)
-                        // max_buf_size alone only trips when the buffer fills before the head
-                        // ends, and one read can overshoot it: a 70 KiB head was served.
-                        .max_header_size(MAX_HEAD_BYTES)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    let counted = shared.clone();
-                    tokio::spawn(async move {
-                        // hyper answers a malformed or oversized head itself, and closes a slow
-                        // one; the connection's error is the only trace of those requests.
-                        if let Err(e) = conn.await {
-                            counted.metrics.connection_failed(&e);
+                    match &front {
+                        Front::Plain => {
+                            tokio::spawn(serve_connection(conn_shared, peer.ip(), false, stream, header_timeout, watcher));
                         }
-                    });
+                        Front::Tls(tls) => {
+                            let tls = tls.clone();
+                            tokio::spawn(async move {
+                                let counts = &conn_shared.metrics.tls;
+                                if let Some(stream) = tls.handshake(stream, handshake_timeout, counts).await {
+                                    serve_connection(conn_shared, peer.ip(), true, stream, header_timeout, watcher).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(_) => {
                     // Out of file descriptors or similar: back off instead of spinning on accept.
@@ -406,6 +520,35 @@ pub async fn serve(
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
+/// Serves HTTP/1.1 on one connection (plain or after the TLS handshake) until it closes or a
+/// graceful shutdown ends it.
+async fn serve_connection<T>(
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    https: bool,
+    io: T,
+    header_timeout: Duration,
+    watcher: Watcher,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let counted = shared.clone();
+    let service = service_fn(move |req| handle(shared.clone(), peer, https, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        // max_buf_size alone only trips when the buffer fills before the head ends, and one
+        // read can overshoot it: a 70 KiB head was served.
+        .max_header_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service);
+    // hyper answers a malformed or oversized head itself, and closes a slow one; the
+    // connection's error is the only trace of those requests.
+    if let Err(e) = watcher.watch(conn).await {
+        counted.metrics.connection_failed(&e);
+    }
+}
+
 /// Resolves once `stop` has turned true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard wait_for returns is dropped here, so no caller holds it across an await.
@@ -417,4 +560,61 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(target: &str, host: Option<&str>, port: u16) -> Option<String> {
+        let mut req = Request::builder().uri(target);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        let req = req.body(()).unwrap();
+        https_location(&req, port).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn the_https_location_keeps_host_path_and_query_and_names_the_tls_port() {
+        assert_eq!(
+            location("/a/b?c=1&d", Some("app.test:8080"), 8443).as_deref(),
+            Some("https://app.test:8443/a/b?c=1&d")
+        );
+        assert_eq!(
+            location("/x", Some("App.Test"), 443).as_deref(),
+            Some("https://App.Test/x")
+        );
+        assert_eq!(
+            location("/", Some("[2001:db8::1]:80"), 443).as_deref(),
+            Some("https://[2001:db8::1]/")
+        );
+        assert_eq!(
+            location("http://10.0.0.1:80/p?q", Some("ignored.test"), 8443).as_deref(),
+            Some("https://10.0.0.1:8443/p?q")
+        );
+        assert_eq!(
+            location("*", Some("app.test"), 443).as_deref(),
+            Some("https://app.test/")
+        );
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_plain_name_or_address_gets_no_location() {
+        for host in [
+            "user@evil.test",
+            "evil.test\\@app.test",
+            "a b",
+            "app.test/x",
+            "app_test",
+            "[::1",
+            "[nope]",
+            "",
+        ] {
+            assert_eq!(location("/", Some(host), 443), None, "{host:?}");
+        }
+        assert_eq!(location("/", None, 443), None);
+        let long = "a".repeat(254);
+        assert_eq!(location("/", Some(&long), 443), None);
+    }
 }

@@ -55,6 +55,12 @@ pub struct FileServer {
     pub max_body: Option<Field<String>>,
     pub shutdown_grace: Option<Field<String>>,
     pub state_file: Option<Field<String>>,
+    pub tls_listen: Option<Field<String>>,
+    pub tls_cert: Option<Field<String>>,
+    pub tls_key: Option<Field<String>>,
+    pub tls_handshake_timeout: Option<Field<String>>,
+    pub redirect_https: Option<Field<bool>>,
+    pub hsts: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

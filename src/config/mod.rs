@@ -27,6 +27,8 @@ pub struct Loaded {
     pub lists: std::sync::Arc<Lists>,
     /// Things that are allowed but probably not meant (printed by `check`, logged on reload).
     pub warnings: Vec<String>,
+    /// The HTTPS certificate pair, read and checked, when `tls_listen` is set.
+    pub tls: Option<Arc<crate::tls::CertPair>>,
 }
 
 /// The lists of `[lists]`, loaded (an unnamed list is empty).
@@ -217,8 +219,28 @@ fn parse_with(
             "the configuration is incomplete".into(),
         )]);
     };
-    let lists = load_lists(&config.lists, previous)?;
-    let warnings = list_warnings(&lists);
+    // Lists and the certificate pair are read whatever the other's errors: all are reported.
+    let lists = load_lists(&config.lists, previous);
+    let now = chrono::Utc::now().timestamp();
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::CertPair::load(&t.cert, &t.key, now).map(Arc::new))
+        .transpose();
+    let (lists, tls) = match (lists, tls) {
+        (Ok(lists), Ok(tls)) => (lists, tls),
+        (lists, tls) => {
+            return Err(lists
+                .err()
+                .into_iter()
+                .flatten()
+                .chain(tls.err().into_iter().flatten())
+                .collect())
+        }
+    };
+    let mut warnings = list_warnings(&lists);
+    warnings.extend(tls.as_ref().and_then(|t| t.expiry_warning(now)));
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(Loaded {
         config,
@@ -226,6 +248,7 @@ fn parse_with(
         path: path.to_path_buf(),
         lists: std::sync::Arc::new(lists),
         warnings,
+        tls,
     })
 }
 
@@ -416,5 +439,86 @@ mod tests {
         )
         .unwrap();
         assert_eq!(loaded.config.log.file, "etc/shield/logs/shield.log");
+    }
+
+    #[test]
+    fn tls_keys_are_checked_together_and_every_mistake_reported() {
+        let keys = |text: &str| -> Vec<(String, Option<usize>)> {
+            errors(text).into_iter().map(|e| (e.key, e.line)).collect()
+        };
+        let found = keys(
+            "[server]\nupstream = \"http://a:1\"\ntls_listen = \"0.0.0.0:8443\"\n\
+             tls_handshake_timeout = \"0s\"\nhsts = \"max-age=forever\"\n",
+        );
+        for (key, line) in [
+            ("server.tls_cert", 1),
+            ("server.tls_key", 1),
+            ("server.tls_handshake_timeout", 4),
+            ("server.hsts", 5),
+        ] {
+            assert!(
+                found.contains(&(key.to_string(), Some(line))),
+                "{key} at {line} not in {found:?}"
+            );
+        }
+        let found = keys(
+            "[server]\nupstream = \"http://a:1\"\ntls_cert = \"c.pem\"\nredirect_https = true\n\
+             hsts = \"max-age=60\"\n",
+        );
+        for key in ["server.tls_cert", "server.redirect_https", "server.hsts"] {
+            assert!(
+                found.iter().any(|(k, _)| k == key),
+                "{key} not in {found:?}"
+            );
+        }
+        let found = keys(
+            "[server]\nupstream = \"http://a:1\"\nlisten = \"0.0.0.0:8443\"\ntls_listen = \"0.0.0.0:8443\"\n\
+             tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        );
+        assert!(
+            found.contains(&("server.tls_listen".to_string(), Some(4))),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn hsts_takes_max_age_and_the_two_flags_only() {
+        for good in [
+            "max-age=31536000",
+            "max-age=0",
+            "max-age=600; includeSubDomains",
+            "max-age=63072000; includeSubDomains; preload",
+        ] {
+            assert!(
+                validate::parse_hsts(good).is_ok_and(|v| v.is_some()),
+                "{good}"
+            );
+        }
+        assert_eq!(validate::parse_hsts("").ok(), Some(None));
+        for bad in [
+            "includeSubDomains",
+            "max-age=",
+            "max-age=1; max-age=2",
+            "max-age=1; always",
+            "max-age=-1",
+            "max-age=1\nx",
+        ] {
+            assert!(validate::parse_hsts(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_paths_resolve_beside_the_config_and_a_missing_file_is_an_error() {
+        let e = errors(
+            "[server]\nupstream = \"http://a:1\"\ntls_listen = \"0.0.0.0:8443\"\n\
+             tls_cert = \"certs/none.pem\"\ntls_key = \"certs/none-key.pem\"\n",
+        );
+        let files: Vec<String> = e.iter().map(|e| e.file.display().to_string()).collect();
+        assert_eq!(
+            files,
+            ["conf/certs/none.pem", "conf/certs/none-key.pem"],
+            "{e:?}"
+        );
+        assert!(e[0].message.starts_with("cannot read the certificate file"));
     }
 }

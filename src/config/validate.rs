@@ -157,6 +157,25 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Where bans are kept across restarts.
     pub state_file: PathBuf,
+    /// HTTPS, when `tls_listen` is set.
+    pub tls: Option<TlsConfig>,
+    /// The plain listener answers every request with 308 to the https URL.
+    pub redirect_https: bool,
+    /// `Strict-Transport-Security` sent on HTTPS responses, when set.
+    pub hsts: Option<http::HeaderValue>,
+}
+
+/// `[server]` `tls_*`: the HTTPS listener and its certificate pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where guests connect over HTTPS.
+    pub listen: SocketAddr,
+    /// The PEM certificate chain (the server's certificate first).
+    pub cert: PathBuf,
+    /// The PEM private key.
+    pub key: PathBuf,
+    /// A handshake must finish within this after the connection is accepted.
+    pub handshake_timeout: Duration,
 }
 
 /// The upstream app's address: plain HTTP only.
@@ -381,6 +400,13 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
                 "upstream_timeout",
                 "max_body",
                 "shutdown_grace",
+                "state_file",
+                "tls_listen",
+                "tls_cert",
+                "tls_key",
+                "tls_handshake_timeout",
+                "redirect_https",
+                "hsts",
             ],
         );
     }
@@ -436,6 +462,33 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             "joinshield-state.json".to_string(),
         )
         .map(|f| base.join(f));
+
+    let tls = validate_tls(s, base, listen, errors);
+    let redirect_https = errors.get(
+        "server.redirect_https",
+        &s.and_then(|s| s.redirect_https.clone()),
+        false,
+    );
+    let hsts = errors.parsed(
+        "server.hsts",
+        &s.and_then(|s| s.hsts.clone()),
+        None,
+        parse_hsts,
+    );
+    if matches!(tls, Some(None)) {
+        if redirect_https == Some(true) {
+            errors.push(
+                "server.redirect_https",
+                "redirects to https need the HTTPS listener: set tls_listen, tls_cert and tls_key, or remove redirect_https",
+            );
+        }
+        if matches!(hsts, Some(Some(_))) {
+            errors.push(
+                "server.hsts",
+                "Strict-Transport-Security is sent on HTTPS answers only: set tls_listen, tls_cert and tls_key, or remove hsts",
+            );
+        }
+    }
 
     let c = file.client.as_ref();
     if let Some(c) = c {
@@ -593,6 +646,9 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             max_body: max_body?,
             shutdown_grace: shutdown_grace?,
             state_file: state_file?,
+            tls: tls?,
+            redirect_https: redirect_https?,
+            hsts: hsts?,
         },
         client: ClientConfig {
             trusted_proxies: trusted_proxies?,
@@ -727,6 +783,110 @@ fn per_minute(rate: Rate) -> u64 {
     let per_ms = rate.per.as_millis().max(1);
     let n = (u128::from(rate.count) * 60_000).div_ceil(per_ms);
     u64::try_from(n).unwrap_or(u64::MAX).max(1)
+}
+
+/// `tls_listen`, `tls_cert`, `tls_key`, `tls_handshake_timeout`: all three of the first or none.
+fn validate_tls(
+    s: Option<&super::file::FileServer>,
+    base: &Path,
+    listen: Option<SocketAddr>,
+    errors: &mut Errors,
+) -> Option<Option<TlsConfig>> {
+    let tls_listen = errors.parsed(
+        "server.tls_listen",
+        &s.and_then(|s| s.tls_listen.clone()),
+        None,
+        |t| parse_socket_addr(t).map(Some),
+    );
+    let path = |errors: &mut Errors, key: &str, f: Option<Field<String>>| {
+        errors
+            .get(key, &f, String::new())
+            .map(|p| (!p.is_empty()).then(|| base.join(p)))
+    };
+    let cert = path(
+        errors,
+        "server.tls_cert",
+        s.and_then(|s| s.tls_cert.clone()),
+    );
+    let key = path(errors, "server.tls_key", s.and_then(|s| s.tls_key.clone()));
+    let handshake_timeout = errors.parsed(
+        "server.tls_handshake_timeout",
+        &s.and_then(|s| s.tls_handshake_timeout.clone()),
+        Duration::from_secs(10),
+        parse_positive_duration,
+    );
+    let (tls_listen, cert, key) = (tls_listen?, cert?, key?);
+    let Some(tls_listen) = tls_listen else {
+        for (k, given) in [("tls_cert", cert.is_some()), ("tls_key", key.is_some())] {
+            if given {
+                errors.push(
+                    format!("server.{k}"),
+                    "given without tls_listen, so nothing would serve HTTPS: add tls_listen = \"0.0.0.0:8443\" under [server], or remove it",
+                );
+            }
+        }
+        return Some(None);
+    };
+    if Some(tls_listen) == listen && tls_listen.port() != 0 {
+        errors.push(
+            "server.tls_listen",
+            format!("{tls_listen} is also the plain listen address: give HTTPS its own port, e.g. \"0.0.0.0:8443\""),
+        );
+    }
+    let mut missing = |k: &str, example: &str| {
+        errors.push(
+            format!("server.{k}"),
+            format!("missing: tls_listen needs the certificate pair; add {k} = \"{example}\" (PEM) under [server]"),
+        )
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some(Some(TlsConfig {
+            listen: tls_listen,
+            cert,
+            key,
+            handshake_timeout: handshake_timeout?,
+        })),
+        (cert, key) => {
+            if cert.is_none() {
+                missing("tls_cert", "certs/fullchain.pem");
+            }
+            if key.is_none() {
+                missing("tls_key", "certs/privkey.pem");
+            }
+            None
+        }
+    }
+}
+
+/// A `Strict-Transport-Security` value: `max-age=N`, optionally `includeSubDomains` and
+/// `preload`; `""` is none.
+pub(crate) fn parse_hsts(text: &str) -> Result<Option<http::HeaderValue>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let fix = "write e.g. \"max-age=31536000\" or \"max-age=31536000; includeSubDomains\"";
+    let mut max_age = false;
+    for directive in text.split(';').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if let Some(n) = lower.strip_prefix("max-age=") {
+            if max_age || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{text:?} needs exactly one max-age=<seconds>: {fix}"
+                ));
+            }
+            max_age = true;
+        } else if lower != "includesubdomains" && lower != "preload" {
+            return Err(format!(
+                "{directive:?} is not a Strict-Transport-Security directive (max-age, includeSubDomains, preload): {fix}"
+            ));
+        }
+    }
+    if !max_age {
+        return Err(format!("{text:?} has no max-age: {fix}"));
+    }
+    http::HeaderValue::from_str(text.trim())
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not a header value: {fix}"))
 }
 
 fn validate_lists(
