@@ -123,6 +123,16 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 /// Writes `s` as a JSON string literal (the messages are ours, but switch messages come from
 /// the config file, so they are escaped properly).
 pub fn json_string(out: &mut String, s: &str) {
+    // The shield's own messages need no escaping: copy them whole.
+    if !s
+        .bytes()
+        .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0xe2)
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     out.push('"');
     for c in s.chars() {
         match c {
@@ -237,6 +247,13 @@ fn rate_limit_headers(h: &mut http::HeaderMap, e: &Exceeded, retry_secs: u64) {
     }
 }
 
+/// FNV-1a: a short, fixed string (a reason code, a limit name) to 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// What a denial's log line says about the request.
 pub struct Seen<'a> {
     /// The client IP the shield decided on.
@@ -284,16 +301,15 @@ pub fn log_denial(
         Denial::RateLimited(e) => Some(e.name.clone()),
         _ => None,
     };
+    // The client key is already a keyed hash (a per-process secret): mixing the reason and the
+    // limit's name into it needs no second keyed hash, only distinct values for distinct pairs.
     let fold_key = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = crate::limits::hash_keys().build_hasher();
-        h.write_u64(seen.client_key);
-        h.write(denial.code().as_bytes());
-        h.write_u8(u8::from(shadow));
+        let mut k = seen.client_key ^ fnv1a(denial.code().as_bytes()).rotate_left(17);
+        k ^= u64::from(shadow) << 63;
         if let Some(l) = &limit {
-            h.write(l.as_bytes());
+            k ^= fnv1a(l.as_bytes()).rotate_left(41);
         }
-        h.finish()
+        k
     };
     let outcome = log.log_folded(fold_key, std::time::Instant::now(), || {
         let mut r = Record::new(Level::Warning, log_message(denial, seen.route.is_some()))
