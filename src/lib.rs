@@ -8,6 +8,7 @@ pub mod admin;
 pub mod bans;
 pub mod classify;
 pub mod client_ip;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod decide;
@@ -107,7 +108,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let shared = Arc::new(Shared::new(snapshot, log.handle(), bans));
     let (stop, stopped) = watch::channel(false);
     let watched = reload::Watched::now(&shared);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(server::serve(guest, shared.clone(), false, stopped.clone())),
         tokio::spawn(admin::serve(
             admin_listener,
@@ -116,8 +117,9 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         )),
         tokio::spawn(admin::probe_upstream(shared.clone(), stopped.clone())),
         tokio::spawn(reload::watch(shared.clone(), watched, stopped.clone())),
-        tokio::spawn(housekeeping::run(shared.clone(), stopped)),
+        tokio::spawn(housekeeping::run(shared.clone(), stopped.clone())),
     ];
+    tasks.extend(cluster::start(&shared, &stopped));
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.
     drop(log.handle().spawn_fold_sweeper());
     Ok(Running {

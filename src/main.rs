@@ -254,7 +254,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             .filter_map(|&i| routes.get(i).copied())
             .collect();
         println!(
-            "  limit       {} per {} {} burst {} on {}{}{}",
+            "  limit       {} per {} {} burst {} on {}{}{}{}",
             l.name,
             l.key.as_str(),
             l.rate,
@@ -265,6 +265,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             } else {
                 ""
             },
+            if l.shared { " (shared)" } else { "" },
             l.until
                 .map(|u| format!(" until {}", instant(u)))
                 .unwrap_or_default()
@@ -295,6 +296,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             e.settings.max_failures,
             e.settings.prefix_max_failures,
             joinshield::config::units::format_duration(e.settings.window)
+        );
+    }
+    if let Some(k) = &c.cluster {
+        println!(
+            "  cluster     replica {} via {} (timeout {}, sync every {}, lease {}, keys {}:*)",
+            k.name,
+            k.redis_shown(),
+            joinshield::config::units::format_duration(k.timeout),
+            joinshield::config::units::format_duration(k.sync_interval),
+            k.lease,
+            k.key_prefix
         );
     }
     println!("  state file  {}", c.server.state_file.display());

@@ -248,6 +248,8 @@ struct Sample {
     version: u64,
     lists: [(&'static str, usize); 3],
     log_dropped: u64,
+    /// With `[cluster]`: fallback on, errors by kind, replicas alive.
+    cluster: Option<(bool, [u64; 3], usize)>,
 }
 
 fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
@@ -283,6 +285,10 @@ impl Sample {
             upstream_errors: load(&shared.metrics.upstream_errors),
             reloads: load(&shared.metrics.reloads),
             bans: shared.bans.len(),
+            cluster: shared
+                .cluster
+                .as_ref()
+                .map(|c| (!c.link.is_up(), c.link.errors(), c.replicas().len())),
             version: snap.version,
             lists: [
                 ("blocklist", lists.blocklist.len()),
@@ -465,6 +471,29 @@ impl Collector for Sample {
             "Log records dropped because the log queue was full.",
             [(vec![], self.log_dropped)],
         )?;
+        if let Some((fallback, errors, replicas)) = self.cluster {
+            gauges(
+                e,
+                "joinshield_cluster_fallback",
+                "1 while this replica decides on local state because Redis is unreachable, else 0.",
+                [(vec![], u64::from(fallback))],
+            )?;
+            counters(
+                e,
+                "joinshield_cluster_errors",
+                "Failed exchanges with Redis, by kind.",
+                crate::cluster::ERROR_KINDS
+                    .iter()
+                    .zip(errors)
+                    .map(|(kind, n)| (vec![("kind", *kind)], n)),
+            )?;
+            gauges(
+                e,
+                "joinshield_cluster_replicas",
+                "Replicas alive at the last heartbeat (this one included).",
+                [(vec![], replicas as u64)],
+            )?;
+        }
         Ok(())
     }
 }
@@ -672,6 +701,28 @@ mod tests {
             version: 4,
             lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
             log_dropped: 0,
+            cluster: None,
+        }
+    }
+
+    #[test]
+    fn cluster_families_appear_only_with_a_cluster() {
+        assert!(!encode(sample(), Format::Prometheus).contains("joinshield_cluster"));
+        let text = encode(
+            Sample {
+                cluster: Some((true, [4, 1, 0], 2)),
+                ..sample()
+            },
+            Format::Prometheus,
+        );
+        for line in [
+            "joinshield_cluster_fallback 1",
+            "joinshield_cluster_errors_total{kind=\"timeout\"} 4",
+            "joinshield_cluster_errors_total{kind=\"connection\"} 1",
+            "joinshield_cluster_errors_total{kind=\"reply\"} 0",
+            "joinshield_cluster_replicas 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
 

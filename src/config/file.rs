@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub lists: Option<FileLists>,
     pub switch: Option<Vec<FileSwitch>>,
     pub enumeration: Option<FileEnumeration>,
+    pub cluster: Option<FileCluster>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -147,6 +148,19 @@ pub struct FileEnumeration {
     pub ban: Option<Field<String>>,
     pub max_ban: Option<Field<String>>,
     pub token_pattern: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileCluster {
+    pub redis: Option<Field<String>>,
+    pub name: Option<Field<String>>,
+    pub timeout: Option<Field<String>>,
+    pub sync_interval: Option<Field<String>>,
+    pub lease: Option<Field<i64>>,
+    pub key_prefix: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

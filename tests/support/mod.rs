@@ -2,6 +2,8 @@
 //! socket client that sends exactly the bytes a test gives it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
