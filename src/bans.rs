@@ -843,6 +843,54 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_ban_carries_its_origin_and_its_offences_double_the_next_ban_here() {
+        let there = Bans::new();
+        there.set_origin("shield-a");
+        let ban = there.ban_offence(
+            &offence("203.0.113.7/32", OffenceKind::Client),
+            minutes(15),
+            minutes(24 * 60),
+            NOW,
+        );
+        assert_eq!(ban.origin.as_deref(), Some("shield-a"));
+        let here = Bans::new();
+        here.set_origin("shield-b");
+        assert!(here.adopt(ban.clone(), minutes(24 * 60), NOW));
+        // The same record again changes nothing (a full sync after the message).
+        assert!(!here.adopt(ban.clone(), minutes(24 * 60), NOW));
+        assert_eq!(here.get(net("203.0.113.7/32")), Some(ban.clone()));
+        assert!(here.lookup(ip("203.0.113.7"), NOW).is_some());
+        // After it ends, the next offence here is the second: twice as long, made by b.
+        let later = ban.until + MIN;
+        here.expire(later);
+        let second = here.ban_offence(
+            &offence("203.0.113.7/32", OffenceKind::Client),
+            minutes(15),
+            minutes(24 * 60),
+            later,
+        );
+        assert_eq!(second.offences, 2);
+        assert_eq!(second.until - later, 30 * MIN);
+        assert_eq!(second.origin.as_deref(), Some("shield-b"));
+    }
+
+    #[test]
+    fn an_older_record_does_not_replace_a_newer_ban_and_an_ended_one_is_not_adopted() {
+        let bans = Bans::new();
+        let newer = bans.ban_manual(net("198.51.100.0/24"), minutes(60), "newer", NOW);
+        let mut older = newer.clone();
+        older.created = NOW - 10;
+        older.reason = "older".into();
+        assert!(!bans.adopt(older, minutes(60), NOW));
+        assert_eq!(bans.get(net("198.51.100.0/24")).unwrap().reason, "newer");
+        let mut ended = newer.clone();
+        ended.net = net("192.0.2.0/24");
+        ended.until = NOW;
+        assert!(!bans.adopt(ended, minutes(60), NOW));
+        assert_eq!(bans.len(), 1);
+    }
+
+    #[test]
     fn a_repeat_offenders_ban_doubles_up_to_max_ban() {
         let bans = Bans::new();
         let o = offence("203.0.113.7/32", OffenceKind::Client);

@@ -517,15 +517,16 @@ fn print_human(action: &CtlAction, body: &str) {
             }
             let now = chrono::Utc::now().timestamp();
             println!(
-                "{:<43} {:<9} {:>9} {:<20} {:>7}  reason",
-                "network", "source", "left", "until", "tokens"
+                "{:<43} {:<9} {:<16} {:>9} {:<20} {:>7}  reason",
+                "network", "source", "origin", "left", "until", "tokens"
             );
             for b in bans {
                 let until = b["until"].as_i64().unwrap_or_default();
                 println!(
-                    "{:<43} {:<9} {:>9} {:<20} {:>7}  {}",
+                    "{:<43} {:<9} {:<16} {:>9} {:<20} {:>7}  {}",
                     b["net"].as_str().unwrap_or_default(),
                     b["source"].as_str().unwrap_or_default(),
+                    b["origin"].as_str().unwrap_or("-"),
                     joinshield::config::units::format_duration(std::time::Duration::from_secs(
                         until.saturating_sub(now).max(0).unsigned_abs()
                     )),
@@ -603,6 +604,28 @@ fn print_status(v: &serde_json::Value) {
         l["blocklist"], l["allowlist"], l["revoked_tokens"]
     );
     println!("bans          {} active", v["bans"]);
+    let c = &v["cluster"];
+    if c.is_object() {
+        let replicas: Vec<&str> = c["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        println!(
+            "cluster       replica {} via {}: {} since {}; {} alive: {}",
+            c["name"].as_str().unwrap_or_default(),
+            c["redis"].as_str().unwrap_or_default(),
+            match c["state"].as_str() {
+                Some("fallback") => "FALLBACK (local state decides)",
+                Some(other) => other,
+                None => "-",
+            },
+            c["since"].as_str().unwrap_or_default(),
+            replicas.len(),
+            replicas.join(", ")
+        );
+    }
     let e = &v["guest_error_rate"];
     println!(
         "guest errors  {} (1m)  {} (5m)  {} (15m)",

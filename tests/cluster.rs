@@ -59,6 +59,21 @@ fn banned(h: &Harness, ip: &str) -> bool {
         .is_some()
 }
 
+/// Runs `joinshield ctl ARGS` against `h`; returns its output (it must succeed).
+async fn ctl(h: &Harness, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"));
+    cmd.arg("ctl")
+        .args(args)
+        .arg("--admin")
+        .arg(format!("http://{}", h.shield.admin_addr))
+        .env("JOINSHIELD_ADMIN_TOKEN", TOKEN);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
     get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
 }
