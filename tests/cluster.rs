@@ -122,6 +122,24 @@ async fn a_ban_made_on_one_replica_is_enforced_by_the_others_and_so_is_its_lifti
         .json();
     assert_eq!(status["cluster"]["state"], "connected");
     assert_eq!(status["cluster"]["name"], "shield-c");
+    let out = ctl(&c, &["status"]).await;
+    assert!(
+        out.contains("cluster       replica shield-c via redis://127.0.0.1:")
+            && out.contains(": connected since ")
+            && out.contains("3 alive: shield-a, shield-b, shield-c"),
+        "{out}"
+    );
+    let out = ctl(&b, &["bans"]).await;
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("203.0.113.0/24"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..3],
+        ["203.0.113.0/24", "manual", "shield-a"],
+        "{out}"
+    );
     // Lifted on c: lifted on a and b.
     let lifted = admin(
         &c,
