@@ -358,3 +358,62 @@ async fn redis_dying_under_load_fails_no_guest_request_and_the_cluster_converges
         .lines()
         .any(|l| l == "joinshield_cluster_fallback 0"));
 }
+
+#[tokio::test]
+async fn a_replica_whose_redis_is_unreachable_serves_from_local_state_and_says_so_once() {
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::env::set_var(TOKEN_VAR, TOKEN);
+    let rest = format!(
+        "[[limit]]\nname = \"guest-ip\"\nroutes = [\"events\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 3\nshared = true\n\
+         [cluster]\nredis = \"redis://127.0.0.1:{port}/0\"\nname = \"alone\"\ntimeout = \"5ms\"\n"
+    );
+    let h = spawn_shield_admin(&format!("token_env = \"{TOKEN_VAR}\""), &rest).await;
+    // The shared limit holds per replica meanwhile.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            from(&h, "192.0.2.60", "/api/v1/events/demo-wedding-2026")
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let status = admin(&h, "GET", "/admin/status", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(status["cluster"]["state"], "fallback");
+    // Wait for a few reconnection attempts: they are counted, and warned about once.
+    let cluster = h.shield.shared.cluster.clone().unwrap();
+    eventually("three failed connection attempts", || {
+        cluster.link.errors()[1] + cluster.link.errors()[0] >= 3
+    })
+    .await;
+    let lines = h.log_lines().await;
+    let down = lines
+        .iter()
+        .filter(|l| l.contains("WARNING: Cluster link down, deciding on local state"))
+        .count();
+    assert_eq!(down, 1, "{lines:#?}");
+    // A reload that changes [cluster] applies the rest and warns that the link keeps its settings.
+    let text = std::fs::read_to_string(h.config_path())
+        .unwrap()
+        .replace("timeout = \"5ms\"", "timeout = \"10ms\"");
+    std::fs::write(h.config_path(), text).unwrap();
+    // Whoever applies it (the file watch or this request), the warning is logged.
+    let reloaded = admin(&h, "POST", "/admin/reload", Some(TOKEN), "").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    let lines = h.log_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Shield configuration warning")
+                && l.contains("[cluster] changed")
+                && l.contains("until restart")),
+        "{lines:#?}"
+    );
+}
