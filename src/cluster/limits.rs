@@ -17,8 +17,9 @@
 //!
 //! **On the request path.** The decision is synchronous, so the handler settles every shared
 //! limit of a request first ([`settle`]): a token from the local lease (no await), else it
-//! waits for a lease, at most `timeout`. One request per key refills at a time (an async mutex
-//! per key); the others find the refilled lease. A request that cannot get an answer in time,
+//! waits for a lease, at most `timeout`; the spent keys of one request (its IP's and its
+//! token's) are refilled in one script call. One request per key refills at a time (an async
+//! mutex per key); the others find the refilled lease. A request that cannot get an answer in time,
 //! or any request while the link is in fallback, is decided by the limit's local limiter, as a
 //! limit without `shared` would be.
 
@@ -31,7 +32,7 @@ use dashmap::DashMap;
 
 use super::Cluster;
 use crate::decide::Facts;
-use crate::limits::{KeyKind, LimitRule, PrehashedKey};
+use crate::limits::{KeyKind, PrehashedKey};
 use crate::server::now_ms;
 use crate::snapshot::Snapshot;
 
@@ -49,24 +50,32 @@ pub enum Settled {
     Denied(Duration),
 }
 
-/// Takes up to ARGV[3] tokens from the bucket at KEYS[1] (emission interval ARGV[1] µs, burst
-/// ARGV[2]); returns {granted, µs until the next token when none was granted}.
+/// For each key k of KEYS (emission interval ARGV[2k] µs, burst ARGV[2k+1]) takes up to ARGV[1]
+/// tokens (at most the burst); returns {granted, µs until the next token when none was granted}
+/// per key, flattened. All keys in one round trip, on the server's clock.
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local avail = math.floor((now + interval * burst - tat) / interval)
-if avail <= 0 then
-  return {0, tat + interval - interval * burst - now}
+local want = tonumber(ARGV[1])
+local out = {}
+for k = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * k])
+  local burst = tonumber(ARGV[2 * k + 1])
+  local tat = tonumber(redis.call('GET', KEYS[k]) or '0')
+  if tat < now then tat = now end
+  local avail = math.floor((now + interval * burst - tat) / interval)
+  if avail <= 0 then
+    out[2 * k - 1] = 0
+    out[2 * k] = tat + interval - interval * burst - now
+  else
+    local n = math.min(want, burst, avail)
+    tat = tat + n * interval
+    redis.call('SET', KEYS[k], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+    out[2 * k - 1] = n
+    out[2 * k] = 0
+  end
 end
-local n = math.min(want, avail)
-tat = tat + n * interval
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return {n, 0}
+return out
 ";
 
 /// One key's lease on this replica.
@@ -171,8 +180,9 @@ impl SharedLimit {
 }
 
 /// Settles every shared limit that applies to the request of `facts` (one entry per rule of
-/// `snap.limits`, `Local` for rules that are not shared). Waits on Redis at most `timeout`,
-/// and only when a key's lease is spent.
+/// `snap.limits`, `Local` for rules that are not shared). Keys whose lease has a token (or a
+/// fresh "no") are settled at once; the others are refilled together in one round trip, waiting
+/// at most `timeout` in all.
 pub async fn settle(cluster: &Cluster, snap: &Snapshot, facts: &Facts<'_>) -> Vec<Settled> {
     let mut out = vec![Settled::Local; snap.limits.len()];
     let Some(class) = facts.class else {
@@ -181,96 +191,127 @@ pub async fn settle(cluster: &Cluster, snap: &Snapshot, facts: &Facts<'_>) -> Ve
     if facts.allowlisted || !cluster.link.is_up() {
         return out;
     }
+    let now = now_ms();
+    let mut spent: Vec<Refill<'_>> = Vec::new();
     for (i, rule) in snap.limits.iter().enumerate() {
         let Some(shared) = &rule.shared else { continue };
         if !rule.applies(class, facts.now_unix) {
             continue;
         }
-        let v6 = snap.loaded.config.client.ipv6_prefix;
-        out[i] = settle_one(cluster, rule, shared, facts, v6).await;
+        let (hash, token) = match rule.key {
+            KeyKind::Ip => (facts.client_hash, None),
+            KeyKind::Token => match facts.token {
+                Some(t) => (crate::limits::token_hash(t), Some(t)),
+                None => continue,
+            },
+        };
+        // A full lease table leaves a new key to the local limiter.
+        let Some(lease) = shared.lease(hash) else {
+            continue;
+        };
+        if let Some(wait) = lease.blocked(now) {
+            out[i] = Settled::Denied(wait);
+        } else if lease.take(now) {
+            out[i] = Settled::Granted;
+        } else {
+            spent.push(Refill {
+                rule: i,
+                shared,
+                lease,
+                token,
+            });
+        }
     }
+    if spent.is_empty() {
+        return out;
+    }
+    let v6 = snap.loaded.config.client.ipv6_prefix;
+    let timeout = cluster.settings.timeout;
+    // Past the timeout, whatever is not settled stays Local.
+    let _ = tokio::time::timeout(timeout, refill(cluster, facts, v6, &spent, &mut out)).await;
     out
 }
 
-async fn settle_one(
+/// A shared limit whose lease for this request's key is spent.
+struct Refill<'a> {
+    rule: usize,
+    shared: &'a SharedLimit,
+    lease: Arc<Lease>,
+    token: Option<&'a str>,
+}
+
+async fn refill(
     cluster: &Cluster,
-    rule: &LimitRule,
-    shared: &SharedLimit,
     facts: &Facts<'_>,
     ipv6_prefix: u8,
-) -> Settled {
-    let (hash, redis_key) = match rule.key {
-        KeyKind::Ip => (facts.client_hash, None),
-        KeyKind::Token => match facts.token {
-            Some(t) => (crate::limits::token_hash(t), Some(t)),
-            None => return Settled::Local,
-        },
-    };
-    let Some(lease) = shared.lease(hash) else {
-        return Settled::Local;
-    };
+    spent: &[Refill<'_>],
+    out: &mut [Settled],
+) {
+    // One refill per key at a time: the others wait here and then find the new lease. Locks
+    // are taken in rule order, the same for every request, so two requests cannot deadlock.
+    let mut guards = Vec::with_capacity(spent.len());
+    for r in spent {
+        guards.push(r.lease.refill.lock().await);
+    }
     let now = now_ms();
-    if let Some(wait) = lease.blocked(now) {
-        return Settled::Denied(wait);
+    let mut ask: Vec<&Refill<'_>> = Vec::with_capacity(spent.len());
+    for r in spent {
+        if let Some(wait) = r.lease.blocked(now) {
+            out[r.rule] = Settled::Denied(wait);
+        } else if r.lease.take(now) {
+            out[r.rule] = Settled::Granted;
+        } else {
+            ask.push(r);
+        }
     }
-    if lease.take(now) {
-        return Settled::Granted;
+    if ask.is_empty() {
+        return;
     }
-    let key = format!(
-        "{}{}",
-        shared.key_base,
-        match redis_key {
+    let mut invocation = gcra_script().prepare_invoke();
+    invocation.arg(cluster.settings.lease);
+    for r in &ask {
+        let key = match r.token {
             Some(token) => cluster.token_digest(token),
             None => facts.client.net(ipv6_prefix).to_string(),
-        }
-    );
-    let timeout = cluster.settings.timeout;
-    let want = cluster.settings.lease.min(shared.burst);
-    let refill = async {
-        let _one_refill_at_a_time = lease.refill.lock().await;
-        let now = now_ms();
-        if let Some(wait) = lease.blocked(now) {
-            return Settled::Denied(wait);
-        }
-        if lease.take(now) {
-            return Settled::Granted;
-        }
-        let script = gcra_script();
-        let (interval, burst) = (shared.interval_us, shared.burst);
-        let answer = cluster
-            .link
-            .run(timeout, "shared limit", |mut c| async move {
-                script
-                    .key(&key)
-                    .arg(interval)
-                    .arg(burst)
-                    .arg(want)
-                    .invoke_async::<(u32, i64)>(&mut c)
-                    .await
-            })
-            .await;
-        let now = now_ms();
-        match answer {
-            Some((granted, _)) if granted > 0 => {
-                lease.tokens.store(granted - 1, Ordering::Release);
-                lease.expires_ms.store(
-                    now + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(1000),
-                    Ordering::Release,
-                );
-                Settled::Granted
-            }
-            Some((_, wait_us)) => {
-                // Whole milliseconds, rounded up: never retry before the token exists.
-                let wait_ms = (wait_us.max(1) + 999) / 1000;
-                lease.blocked_ms.store(now + wait_ms, Ordering::Release);
-                Settled::Denied(Duration::from_millis(wait_ms.unsigned_abs()))
-            }
-            None => Settled::Local,
-        }
+        };
+        invocation
+            .key(format!("{}{key}", r.shared.key_base))
+            .arg(r.shared.interval_us)
+            .arg(r.shared.burst);
+    }
+    let answer = cluster
+        .link
+        .run(
+            cluster.settings.timeout,
+            "shared limit",
+            |mut c| async move { invocation.invoke_async::<Vec<i64>>(&mut c).await },
+        )
+        .await;
+    let Some(answer) = answer else {
+        return;
     };
-    tokio::time::timeout(timeout, refill)
-        .await
-        .unwrap_or(Settled::Local)
+    let now = now_ms();
+    for (r, pair) in ask.iter().zip(answer.chunks(2)) {
+        let (granted, wait_us) = match *pair {
+            [granted, wait_us] => (granted, wait_us),
+            _ => continue,
+        };
+        if granted > 0 {
+            let left = u32::try_from(granted - 1).unwrap_or(0);
+            r.lease.tokens.store(left, Ordering::Release);
+            r.lease.expires_ms.store(
+                now + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(1000),
+                Ordering::Release,
+            );
+            out[r.rule] = Settled::Granted;
+        } else {
+            // Whole milliseconds, rounded up: never retry before the token exists.
+            let wait_ms = (wait_us.max(1) + 999) / 1000;
+            r.lease.blocked_ms.store(now + wait_ms, Ordering::Release);
+            out[r.rule] = Settled::Denied(Duration::from_millis(wait_ms.unsigned_abs()));
+        }
+    }
+    drop(guards);
 }
 
 fn gcra_script() -> &'static redis::Script {
