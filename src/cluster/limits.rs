@@ -36,8 +36,11 @@ use crate::limits::{KeyKind, PrehashedKey};
 use crate::server::now_ms;
 use crate::snapshot::Snapshot;
 
-/// How long leased tokens may be spent.
-pub const LEASE_TTL: Duration = Duration::from_secs(1);
+/// How long leased tokens may be spent. Spending a token late never lets a client past the
+/// limit by more than the tokens leased and unspent (at most `lease - 1` per replica and key,
+/// whatever this is), so it can be long: a key seen every second or two then reuses its lease
+/// instead of paying a round trip on most requests.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// How one shared limit was settled for a request, before the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

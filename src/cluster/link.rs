@@ -3,8 +3,10 @@
 //!
 //! **Up or fallback.** The request path asks [`Link::conn`]: one atomic load, and `None` while
 //! the link is in fallback, so a request never waits on a Redis that is known to be gone. A
-//! connection error, or [`TIMEOUTS_IN_A_ROW`] timeouts in a row (one slow answer on a busy host
-//! is not an outage), drops the connection and turns fallback on: one WARNING per outage, the
+//! connection error drops the connection and turns fallback on at once. Timeouts do when they
+//! come [`TIMEOUTS_IN_A_ROW`] in a row and nothing has answered for [`SILENCE`] (a busy host
+//! answers some requests late and others in time: that is not an outage, and the late ones are
+//! decided locally anyway; a hung Redis answers nothing). Fallback means: one WARNING per outage, the
 //! `joinshield_cluster_fallback` gauge at 1. The supervisor then reconnects with exponential
 //! backoff (100 ms doubling to 5 s); when Redis answers again the link is up, one NOTICE says so,
 //! and the bans are re-synced in both directions ([`super::sync`]).
@@ -20,8 +22,11 @@ use tokio::sync::{watch, Notify};
 use crate::log::{Level, LogHandle, Record};
 use crate::server::now_ms;
 
-/// Timeouts in a row that count as an outage.
+/// Timeouts in a row that count as an outage (when Redis was also silent for [`SILENCE`]).
 pub const TIMEOUTS_IN_A_ROW: u32 = 3;
+
+/// How long without any answer from Redis makes timeouts an outage.
+pub const SILENCE: Duration = Duration::from_millis(100);
 
 /// How long background work (sync, heartbeat, ban writes) may wait on Redis: not a guest's
 /// wait, so it can be generous.
@@ -79,6 +84,8 @@ pub struct Link {
     /// Unix ms when the current state (up or fallback) began.
     since_ms: AtomicI64,
     timeouts: AtomicU32,
+    /// Unix ms of the last answer.
+    last_ok_ms: AtomicI64,
     errors: [AtomicU64; 3],
     /// Wakes the supervisor when the link breaks.
     broken: Notify,
@@ -107,6 +114,7 @@ impl Link {
             ever_up: AtomicBool::new(false),
             since_ms: AtomicI64::new(now_ms()),
             timeouts: AtomicU32::new(0),
+            last_ok_ms: AtomicI64::new(0),
             errors: Default::default(),
             broken: Notify::new(),
             state: watch::Sender::new(false),
@@ -148,6 +156,10 @@ impl Link {
         if self.timeouts.load(Ordering::Relaxed) != 0 {
             self.timeouts.store(0, Ordering::Relaxed);
         }
+        let now = now_ms();
+        if self.last_ok_ms.load(Ordering::Relaxed) != now {
+            self.last_ok_ms.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Notes a failed exchange; a connection error or enough timeouts in a row turn fallback on.
@@ -155,7 +167,9 @@ impl Link {
         self.errors[kind.index()].fetch_add(1, Ordering::Relaxed);
         let outage = match kind {
             ErrorKind::Timeout => {
-                self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_IN_A_ROW
+                let silent = now_ms() - self.last_ok_ms.load(Ordering::Relaxed)
+                    >= i64::try_from(SILENCE.as_millis()).unwrap_or(100);
+                self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_IN_A_ROW && silent
             }
             ErrorKind::Connection => true,
             ErrorKind::Reply => false,
@@ -183,6 +197,7 @@ impl Link {
 
     fn go_up(&self, conn: MultiplexedConnection) {
         self.timeouts.store(0, Ordering::Relaxed);
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
         self.conn.store(Some(Arc::new(conn)));
         let down_ms = now_ms() - self.since_ms();
         self.since_ms.store(now_ms(), Ordering::Relaxed);
