@@ -321,3 +321,50 @@ fn gcra_script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| redis::Script::new(GCRA_SCRIPT))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_802_400_000;
+
+    #[test]
+    fn leased_tokens_are_spent_one_by_one_and_lapse() {
+        let lease = Lease::default();
+        assert!(!lease.take(NOW), "an empty lease has nothing to spend");
+        lease.tokens.store(2, Ordering::Release);
+        lease.expires_ms.store(NOW + 1000, Ordering::Release);
+        assert!(lease.take(NOW));
+        assert!(lease.take(NOW + 999));
+        assert!(!lease.take(NOW + 999));
+        lease.tokens.store(5, Ordering::Release);
+        assert!(!lease.take(NOW + 1000), "a lapsed lease is not spent");
+    }
+
+    #[test]
+    fn a_no_from_redis_is_remembered_until_the_bucket_has_a_token() {
+        let lease = Lease::default();
+        assert_eq!(lease.blocked(NOW), None);
+        lease.blocked_ms.store(NOW + 1500, Ordering::Release);
+        assert_eq!(lease.blocked(NOW), Some(Duration::from_millis(1500)));
+        assert_eq!(lease.blocked(NOW + 1500), None);
+    }
+
+    #[test]
+    fn a_full_lease_table_leaves_new_keys_to_the_local_limiter_and_idle_leases_are_pruned() {
+        let rate = crate::config::units::parse_rate("60/min").unwrap();
+        let shared = SharedLimit::new("js", "guest-ip", rate, 10, 2);
+        assert_eq!(shared.interval_us, 1_000_000);
+        assert_eq!(shared.key_base, "js:limit:guest-ip:");
+        let first = shared.lease(1).unwrap();
+        assert!(shared.lease(2).is_some());
+        assert!(shared.lease(3).is_none(), "the table holds at most its cap");
+        assert!(Arc::ptr_eq(&first, &shared.lease(1).unwrap()));
+        // A lease with tokens to spend stays; one with nothing left goes.
+        first.tokens.store(3, Ordering::Release);
+        first.expires_ms.store(now_ms() + 60_000, Ordering::Release);
+        shared.prune();
+        assert_eq!(shared.len(), 1);
+        assert!(shared.lease(3).is_some());
+    }
+}
