@@ -18,7 +18,8 @@
 //! **On the request path.** The decision is synchronous, so the handler settles every shared
 //! limit of a request first ([`settle`]): a token from the local lease (no await), else it
 //! waits for a lease, at most `timeout`; the spent keys of one request (its IP's and its
-//! token's) are refilled in one script call. One request per key refills at a time (an async
+//! token's) are refilled in one script call. Once half a lease is spent, the next one is
+//! fetched in the background, so a steady key rarely waits at all. One request per key refills at a time (an async
 //! mutex per key); the others find the refilled lease. A request that cannot get an answer in time,
 //! or any request while the link is in fallback, is decided by the limit's local limiter, as a
 //! limit without `shared` would be.
@@ -37,7 +38,7 @@ use crate::server::now_ms;
 use crate::snapshot::Snapshot;
 
 /// How long leased tokens may be spent. Spending a token late never lets a client past the
-/// limit by more than the tokens leased and unspent (at most `lease - 1` per replica and key,
+/// limit by more than the tokens leased and unspent (about two leases per replica and key,
 /// whatever this is), so it can be long: a key seen every second or two then reuses its lease
 /// instead of paying a round trip on most requests.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -90,6 +91,8 @@ pub struct Lease {
     /// Unix ms until which the shared bucket said no.
     blocked_ms: AtomicI64,
     refill: tokio::sync::Mutex<()>,
+    /// A refill ahead of need is in flight.
+    prefetching: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -186,7 +189,7 @@ impl SharedLimit {
 /// `snap.limits`, `Local` for rules that are not shared). Keys whose lease has a token (or a
 /// fresh "no") are settled at once; the others are refilled together in one round trip, waiting
 /// at most `timeout` in all.
-pub async fn settle(cluster: &Cluster, snap: &Snapshot, facts: &Facts<'_>) -> Vec<Settled> {
+pub async fn settle(cluster: &Arc<Cluster>, snap: &Snapshot, facts: &Facts<'_>) -> Vec<Settled> {
     let mut out = vec![Settled::Local; snap.limits.len()];
     let Some(class) = facts.class else {
         return out;
@@ -212,10 +215,20 @@ pub async fn settle(cluster: &Cluster, snap: &Snapshot, facts: &Facts<'_>) -> Ve
         let Some(lease) = shared.lease(hash) else {
             continue;
         };
-        if let Some(wait) = lease.blocked(now) {
-            out[i] = Settled::Denied(wait);
-        } else if lease.take(now) {
+        // Tokens in hand first: a background refill may have added some after a "no".
+        if lease.take(now) {
             out[i] = Settled::Granted;
+            if lease.tokens.load(Ordering::Relaxed) < cluster.settings.lease.div_ceil(2) {
+                prefetch(
+                    cluster,
+                    shared,
+                    &lease,
+                    key_of(cluster, facts, token, snap),
+                    now,
+                );
+            }
+        } else if let Some(wait) = lease.blocked(now) {
+            out[i] = Settled::Denied(wait);
         } else {
             spent.push(Refill {
                 rule: i,
@@ -233,6 +246,66 @@ pub async fn settle(cluster: &Cluster, snap: &Snapshot, facts: &Facts<'_>) -> Ve
     // Past the timeout, whatever is not settled stays Local.
     let _ = tokio::time::timeout(timeout, refill(cluster, facts, v6, &spent, &mut out)).await;
     out
+}
+
+/// The part of a key's Redis name after the limit's: the client network, or the token's digest.
+fn key_of(cluster: &Cluster, facts: &Facts<'_>, token: Option<&str>, snap: &Snapshot) -> String {
+    match token {
+        Some(token) => cluster.token_digest(token),
+        None => facts
+            .client
+            .net(snap.loaded.config.client.ipv6_prefix)
+            .to_string(),
+    }
+}
+
+/// Refills a key's lease ahead of need, in the background, once half of it is spent: a hot key
+/// then rarely makes a request wait for a round trip. At most one such refill per key is in
+/// flight; its tokens are added to what is left, so a key holds at most about two leases.
+fn prefetch(
+    cluster: &Arc<Cluster>,
+    shared: &SharedLimit,
+    lease: &Arc<Lease>,
+    key: String,
+    now: i64,
+) {
+    if lease.prefetching.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (cluster, lease) = (cluster.clone(), lease.clone());
+    let (key, interval, burst) = (
+        format!("{}{key}", shared.key_base),
+        shared.interval_us,
+        shared.burst,
+    );
+    tokio::spawn(async move {
+        let mut invocation = gcra_script().prepare_invoke();
+        invocation
+            .arg(cluster.settings.lease)
+            .key(key)
+            .arg(interval)
+            .arg(burst);
+        let answer = cluster
+            .link
+            .run(
+                cluster.settings.timeout,
+                "shared limit",
+                |mut c| async move { invocation.invoke_async::<Vec<i64>>(&mut c).await },
+            )
+            .await;
+        if let Some(&[granted, _]) = answer.as_deref() {
+            if granted > 0 {
+                lease
+                    .tokens
+                    .fetch_add(u32::try_from(granted).unwrap_or(0), Ordering::AcqRel);
+                lease.expires_ms.store(
+                    now_ms().max(now) + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(1000),
+                    Ordering::Release,
+                );
+            }
+        }
+        lease.prefetching.store(false, Ordering::Release);
+    });
 }
 
 /// A shared limit whose lease for this request's key is spent.
@@ -259,10 +332,10 @@ async fn refill(
     let now = now_ms();
     let mut ask: Vec<&Refill<'_>> = Vec::with_capacity(spent.len());
     for r in spent {
-        if let Some(wait) = r.lease.blocked(now) {
-            out[r.rule] = Settled::Denied(wait);
-        } else if r.lease.take(now) {
+        if r.lease.take(now) {
             out[r.rule] = Settled::Granted;
+        } else if let Some(wait) = r.lease.blocked(now) {
+            out[r.rule] = Settled::Denied(wait);
         } else {
             ask.push(r);
         }
