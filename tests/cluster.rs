@@ -357,6 +357,13 @@ async fn redis_dying_under_load_fails_no_guest_request_and_the_cluster_converges
     assert!(metrics
         .lines()
         .any(|l| l == "joinshield_cluster_fallback 0"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("joinshield_cluster_errors_total{kind=\"connection\"} ")),
+        "{metrics}"
+    );
+    support::promtool::promtool_accepts(&metrics);
 }
 
 #[tokio::test]
