@@ -152,6 +152,9 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
                 Ok(net) => match shared.bans.lift(net) {
                     Some(ban) => {
+                        if let Some(cluster) = &shared.cluster {
+                            cluster.announce_unban(ban.net);
+                        }
                         shared.log.log(
                             Record::new(Level::Notice, "Ban lifted")
                                 .with("net", net.to_string())
@@ -259,6 +262,9 @@ async fn add_ban(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
     let ban = shared
         .bans
         .ban_manual(net, duration, &reason, chrono::Utc::now().timestamp());
+    if let Some(cluster) = &shared.cluster {
+        cluster.announce_ban(&ban);
+    }
     shared.log.log(
         Record::new(Level::Warning, "Manual ban")
             .with("net", net.to_string())

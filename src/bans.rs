@@ -88,6 +88,9 @@ pub struct Ban {
     pub distinct_tokens: Option<u32>,
     /// When it was made (unix seconds).
     pub created: i64,
+    /// The replica that made it, when the shield runs in a `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// Why the ban state file could not be loaded.
@@ -357,6 +360,8 @@ pub struct Bans {
     saved: AtomicU64,
     /// One save at a time (they share the `.tmp` file).
     saving: Mutex<()>,
+    /// The replica name new bans carry (set once, when a `[cluster]` is configured).
+    origin: std::sync::OnceLock<String>,
 }
 
 impl Default for Bans {
@@ -380,7 +385,55 @@ impl Bans {
             changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
             saving: Mutex::new(()),
+            origin: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Names the replica that new bans come from (the first call wins).
+    pub fn set_origin(&self, name: &str) {
+        let _ = self.origin.set(name.to_owned());
+    }
+
+    /// Takes in a ban another replica made (or one read back from the shared store): it
+    /// replaces a ban of the same network unless that one was made later. An automatic ban also
+    /// raises the network's offence count, so a repeat offender's next ban doubles on every
+    /// replica; the history is kept until `forget_after` past the ban's end. Says whether
+    /// anything changed.
+    pub fn adopt(&self, ban: Ban, forget_after: Duration, now_unix: i64) -> bool {
+        if ban.until <= now_unix {
+            return false;
+        }
+        let mut ban = ban;
+        ban.net = canonical_net(ban.net).trunc();
+        let mut table = self.write();
+        if let Some(old) = table.bans.get(&ban.net) {
+            if *old == ban || old.created > ban.created {
+                return false;
+            }
+        }
+        if ban.source == BanSource::Automatic {
+            let earlier = table.offender(ban.net, now_unix);
+            if ban.offences > earlier {
+                table.remember(
+                    ban.net,
+                    Offender {
+                        offences: ban.offences,
+                        forget_at: ban.until.saturating_add(ceil_secs(forget_after)),
+                    },
+                );
+            }
+            if !table.bans.contains_key(&ban.net) {
+                table.evict_for_automatic();
+            }
+        }
+        table.insert(ban);
+        self.changed(&table);
+        true
+    }
+
+    /// The ban of exactly `net`, if one is held.
+    pub fn get(&self, net: IpNet) -> Option<Ban> {
+        self.read().bans.get(&canonical_net(net).trunc()).cloned()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
@@ -463,6 +516,7 @@ impl Bans {
             offences,
             distinct_tokens: Some(offence.distinct_tokens),
             created: now_unix,
+            origin: self.origin.get().cloned(),
         };
         let forget_at = until.saturating_add(ceil_secs(max_ban));
         table.remember(
@@ -490,6 +544,7 @@ impl Bans {
             offences: 0,
             distinct_tokens: None,
             created: now_unix,
+            origin: self.origin.get().cloned(),
         };
         let mut table = self.write();
         table.insert(ban.clone());
@@ -785,6 +840,54 @@ mod tests {
 
     fn minutes(m: u64) -> Duration {
         Duration::from_secs(m * 60)
+    }
+
+    #[test]
+    fn an_adopted_ban_carries_its_origin_and_its_offences_double_the_next_ban_here() {
+        let there = Bans::new();
+        there.set_origin("shield-a");
+        let ban = there.ban_offence(
+            &offence("203.0.113.7/32", OffenceKind::Client),
+            minutes(15),
+            minutes(24 * 60),
+            NOW,
+        );
+        assert_eq!(ban.origin.as_deref(), Some("shield-a"));
+        let here = Bans::new();
+        here.set_origin("shield-b");
+        assert!(here.adopt(ban.clone(), minutes(24 * 60), NOW));
+        // The same record again changes nothing (a full sync after the message).
+        assert!(!here.adopt(ban.clone(), minutes(24 * 60), NOW));
+        assert_eq!(here.get(net("203.0.113.7/32")), Some(ban.clone()));
+        assert!(here.lookup(ip("203.0.113.7"), NOW).is_some());
+        // After it ends, the next offence here is the second: twice as long, made by b.
+        let later = ban.until + MIN;
+        here.expire(later);
+        let second = here.ban_offence(
+            &offence("203.0.113.7/32", OffenceKind::Client),
+            minutes(15),
+            minutes(24 * 60),
+            later,
+        );
+        assert_eq!(second.offences, 2);
+        assert_eq!(second.until - later, 30 * MIN);
+        assert_eq!(second.origin.as_deref(), Some("shield-b"));
+    }
+
+    #[test]
+    fn an_older_record_does_not_replace_a_newer_ban_and_an_ended_one_is_not_adopted() {
+        let bans = Bans::new();
+        let newer = bans.ban_manual(net("198.51.100.0/24"), minutes(60), "newer", NOW);
+        let mut older = newer.clone();
+        older.created = NOW - 10;
+        older.reason = "older".into();
+        assert!(!bans.adopt(older, minutes(60), NOW));
+        assert_eq!(bans.get(net("198.51.100.0/24")).unwrap().reason, "newer");
+        let mut ended = newer.clone();
+        ended.net = net("192.0.2.0/24");
+        ended.until = NOW;
+        assert!(!bans.adopt(ended, minutes(60), NOW));
+        assert_eq!(bans.len(), 1);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Facts<'a> {
     pub now_unix: i64,
     /// Whether the client is on the allowlist (exempt from limits and automatic bans).
     pub allowlisted: bool,
+    /// How the cluster settled each shared limit, by rule index (empty: every limit local).
+    pub settled: &'a [crate::cluster::limits::Settled],
 }
 
 /// Decides one request: `Some(denial)` to answer it, `None` to forward it. Shadow limits that
@@ -72,6 +74,14 @@ pub fn decide(
     }
     let client = limits::client_key_hash(facts.client);
     let token = facts.token.map(limits::token_hash);
-    limits::check(&snap.limits, class, client, token, facts.now_unix, shadowed)
-        .map(Denial::RateLimited)
+    limits::check(
+        &snap.limits,
+        class,
+        client,
+        token,
+        facts.now_unix,
+        facts.settled,
+        shadowed,
+    )
+    .map(Denial::RateLimited)
 }

@@ -137,6 +137,9 @@ fn prune_tables(shared: &Shared) {
     let snap = shared.snapshot.load_full();
     for rule in &snap.limits {
         rule.limiter.prune();
+        if let Some(shared) = &rule.shared {
+            shared.prune();
+        }
     }
     if let Some(e) = &snap.loaded.config.enumeration {
         shared.failures.prune(&e.settings, Instant::now());

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod bans;
 pub mod classify;
 pub mod client_ip;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod decide;
@@ -139,13 +140,14 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         tokio::spawn(housekeeping::run(shared.clone(), stopped.clone())),
         tokio::spawn(alerts::run(shared.clone(), stopped.clone())),
     ];
+    tasks.extend(cluster::start(&shared, &stopped));
     if let Some(listener) = tls_listener {
         let front = Arc::new(tls::TlsFront::new(shared.snapshot.clone())?);
         tasks.push(tokio::spawn(server::serve(
             listener,
             shared.clone(),
             server::Front::Tls(front),
-            stopped,
+            stopped.clone(),
         )));
     }
     // The sweeper ends with the runtime; it only writes summaries of ended fold windows.

@@ -29,6 +29,7 @@ use governor::{Quota, RateLimiter};
 
 use crate::classify::ClassId;
 use crate::client_ip::ClientKey;
+use crate::cluster::limits::Settled;
 use crate::config::units::Rate;
 
 /// What a limit counts by.
@@ -321,8 +322,11 @@ pub struct LimitRule {
     pub mode: Mode,
     /// Unix seconds after which it no longer applies.
     pub until: Option<i64>,
-    /// The limiter (carried across reloads when key and quota are unchanged).
+    /// The limiter (carried across reloads when key and quota are unchanged). For a shared
+    /// limit it decides while the cluster link is in fallback.
     pub limiter: Arc<KeyedLimiter>,
+    /// The cluster-wide side of a `shared = true` limit (when `[cluster]` is configured).
+    pub shared: Option<Arc<crate::cluster::limits::SharedLimit>>,
 }
 
 impl LimitRule {
@@ -347,15 +351,20 @@ pub struct Exceeded {
 
 /// Checks `rules` in order for one request; returns the first enforced limit exceeded, and
 /// appends every shadow limit exceeded before it to `shadowed`.
+///
+/// `settled` holds, by rule index, how the cluster settled each shared limit for this request
+/// (empty without shared limits): granted passes, denied is exceeded, and local (or missing)
+/// asks the rule's own limiter.
 pub fn check(
     rules: &[LimitRule],
     class: ClassId,
     client: u64,
     token: Option<u64>,
     now_unix: i64,
+    settled: &[Settled],
     shadowed: &mut Vec<Exceeded>,
 ) -> Option<Exceeded> {
-    for rule in rules {
+    for (i, rule) in rules.iter().enumerate() {
         if !rule.applies(class, now_unix) {
             continue;
         }
@@ -366,7 +375,17 @@ pub fn check(
                 None => continue,
             },
         };
-        if let Err(wait) = rule.limiter.check(key) {
+        let verdict = match settled.get(i) {
+            Some(Settled::Granted) => {
+                // Keep the local bucket warm, so a fallback starts from this replica's share
+                // of the traffic rather than from a full bucket; the cluster decided.
+                let _ = rule.limiter.check(key);
+                Ok(())
+            }
+            Some(Settled::Denied(wait)) => Err(*wait),
+            Some(Settled::Local) | None => rule.limiter.check(key),
+        };
+        if let Err(wait) = verdict {
             let hit = Exceeded {
                 name: rule.name.clone(),
                 retry_after: wait,

@@ -322,7 +322,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             .filter_map(|&i| routes.get(i).copied())
             .collect();
         println!(
-            "  limit       {} per {} {} burst {} on {}{}{}",
+            "  limit       {} per {} {} burst {} on {}{}{}{}",
             l.name,
             l.key.as_str(),
             l.rate,
@@ -333,6 +333,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             } else {
                 ""
             },
+            if l.shared { " (shared)" } else { "" },
             l.until
                 .map(|u| format!(" until {}", instant(u)))
                 .unwrap_or_default()
@@ -375,6 +376,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             joinshield::config::units::format_duration(a.cooldown)
         ),
         None => println!("  alerts      off (no [alerts] webhook)"),
+    }
+    if let Some(k) = &c.cluster {
+        println!(
+            "  cluster     replica {} via {} (timeout {}, sync every {}, lease {}, keys {}:*)",
+            k.name,
+            k.redis_shown(),
+            joinshield::config::units::format_duration(k.timeout),
+            joinshield::config::units::format_duration(k.sync_interval),
+            k.lease,
+            k.key_prefix
+        );
     }
     println!("  state file  {}", c.server.state_file.display());
     let l = &loaded.lists;
@@ -623,15 +635,16 @@ fn print_human(action: &CtlAction, body: &str) {
             }
             let now = chrono::Utc::now().timestamp();
             println!(
-                "{:<43} {:<9} {:>9} {:<20} {:>7}  reason",
-                "network", "source", "left", "until", "tokens"
+                "{:<43} {:<9} {:<16} {:>9} {:<20} {:>7}  reason",
+                "network", "source", "origin", "left", "until", "tokens"
             );
             for b in bans {
                 let until = b["until"].as_i64().unwrap_or_default();
                 println!(
-                    "{:<43} {:<9} {:>9} {:<20} {:>7}  {}",
+                    "{:<43} {:<9} {:<16} {:>9} {:<20} {:>7}  {}",
                     b["net"].as_str().unwrap_or_default(),
                     b["source"].as_str().unwrap_or_default(),
+                    b["origin"].as_str().unwrap_or("-"),
                     joinshield::config::units::format_duration(std::time::Duration::from_secs(
                         until.saturating_sub(now).max(0).unsigned_abs()
                     )),
@@ -709,6 +722,28 @@ fn print_status(v: &serde_json::Value) {
         l["blocklist"], l["allowlist"], l["revoked_tokens"]
     );
     println!("bans          {} active", v["bans"]);
+    let c = &v["cluster"];
+    if c.is_object() {
+        let replicas: Vec<&str> = c["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        println!(
+            "cluster       replica {} via {}: {} since {}; {} alive: {}",
+            c["name"].as_str().unwrap_or_default(),
+            c["redis"].as_str().unwrap_or_default(),
+            match c["state"].as_str() {
+                Some("fallback") => "FALLBACK (local state decides)",
+                Some(other) => other,
+                None => "-",
+            },
+            c["since"].as_str().unwrap_or_default(),
+            replicas.len(),
+            replicas.join(", ")
+        );
+    }
     let e = &v["guest_error_rate"];
     println!(
         "guest errors  {} (1m)  {} (5m)  {} (15m)",

@@ -292,6 +292,8 @@ struct Sample {
     log_dropped: u64,
     alerts: [[u64; 3]; 3],
     tls: Option<TlsSample>,
+    /// With `[cluster]`: fallback on, errors by kind, replicas alive.
+    cluster: Option<(bool, [u64; 3], usize)>,
 }
 
 /// The HTTPS listener's counts and the certificate in force, read at scrape time.
@@ -336,6 +338,10 @@ impl Sample {
             reloads: load(&shared.metrics.reloads),
             refused_by_http: load(&shared.metrics.refused_by_http),
             bans: shared.bans.len(),
+            cluster: shared
+                .cluster
+                .as_ref()
+                .map(|c| (!c.link.is_up(), c.link.errors(), c.replicas().len())),
             version: snap.version,
             lists: [
                 ("blocklist", lists.blocklist.len()),
@@ -571,6 +577,29 @@ impl Collector for Sample {
                 family.encode_family(&none)?.encode_gauge(&not_after)?;
             }
         }
+        if let Some((fallback, errors, replicas)) = self.cluster {
+            gauges(
+                e,
+                "joinshield_cluster_fallback",
+                "1 while this replica decides on local state because Redis is unreachable, else 0.",
+                [(vec![], u64::from(fallback))],
+            )?;
+            counters(
+                e,
+                "joinshield_cluster_errors",
+                "Failed exchanges with Redis, by kind.",
+                crate::cluster::ERROR_KINDS
+                    .iter()
+                    .zip(errors)
+                    .map(|(kind, n)| (vec![("kind", *kind)], n)),
+            )?;
+            gauges(
+                e,
+                "joinshield_cluster_replicas",
+                "Replicas alive at the last heartbeat (this one included).",
+                [(vec![], replicas as u64)],
+            )?;
+        }
         Ok(())
     }
 }
@@ -797,6 +826,28 @@ mod tests {
                 failed: [1, 2, 3, 4],
                 not_after: Some(1_800_000_000),
             }),
+            cluster: None,
+        }
+    }
+
+    #[test]
+    fn cluster_families_appear_only_with_a_cluster() {
+        assert!(!encode(sample(), Format::Prometheus).contains("joinshield_cluster"));
+        let text = encode(
+            Sample {
+                cluster: Some((true, [4, 1, 0], 2)),
+                ..sample()
+            },
+            Format::Prometheus,
+        );
+        for line in [
+            "joinshield_cluster_fallback 1",
+            "joinshield_cluster_errors_total{kind=\"timeout\"} 4",
+            "joinshield_cluster_errors_total{kind=\"connection\"} 1",
+            "joinshield_cluster_errors_total{kind=\"reply\"} 0",
+            "joinshield_cluster_replicas 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
 

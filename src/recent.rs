@@ -881,6 +881,7 @@ pub fn status_json(shared: &crate::server::Shared, now_ms: i64) -> serde_json::V
         },
         "denials_recorded": shared.recent.ring.recorded(),
         "ring_capacity": shared.recent.ring.capacity(),
+        "cluster": shared.cluster.as_ref().map(|c| c.status_json()),
     })
 }
 

@@ -161,6 +161,16 @@ pub fn reload(shared: &Shared) -> Outcome {
     if old.log.format != new.log.format || old.log.timezone != new.log.timezone {
         warnings.push("log.format and log.timezone changes apply on restart".to_string());
     }
+    if old.cluster != new.cluster {
+        warnings.push(match &new.cluster {
+            Some(c) => format!(
+                "[cluster] changed (replica {}, redis {}) but the running link keeps its settings until restart",
+                c.name,
+                c.redis_shown()
+            ),
+            None => "[cluster] removed but the running link stays until restart".to_string(),
+        });
+    }
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
@@ -218,6 +228,17 @@ fn limit_changes(
                         format!("limit {} mode {:?} -> {:?}", n.name, o.mode, n.mode)
                             .to_lowercase(),
                     );
+                }
+                if o.shared != n.shared {
+                    out.push(format!(
+                        "limit {} {}",
+                        n.name,
+                        if n.shared {
+                            "now shared"
+                        } else {
+                            "now per replica"
+                        }
+                    ));
                 }
                 if o.classes != n.classes || o.until != n.until || o.max_keys != n.max_keys {
                     out.push(format!(

@@ -67,6 +67,9 @@ pub struct Shared {
     pub alerts: crate::alerts::Alerts,
     /// The HTTPS listener's bound port, when there is one (where `redirect_https` points).
     pub tls_port: Option<u16>,
+    /// Bans, guessing counts and shared limits across replicas, when `[cluster]` is configured
+    /// (fixed at start).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Most clients and prefixes whose failed tokens are counted at once.
@@ -77,6 +80,14 @@ pub const FAILURE_TABLE_PREFIXES: usize = 50_000;
 impl Shared {
     /// Shared state around a first snapshot.
     pub fn new(snapshot: Snapshot, log: LogHandle, bans: Bans) -> Self {
+        let cluster = snapshot.loaded.config.cluster.clone().and_then(|settings| {
+            bans.set_origin(&settings.name);
+            // The URL was validated; a client that still cannot be built leaves the shield
+            // single-process, which is what a missing [cluster] means.
+            crate::cluster::Cluster::new(settings, log.clone())
+                .ok()
+                .map(Arc::new)
+        });
         let connect = snapshot
             .loaded
             .config
@@ -97,6 +108,7 @@ impl Shared {
             recent: crate::recent::Recent::default(),
             alerts: crate::alerts::Alerts::default(),
             tls_port: None,
+            cluster,
         }
     }
 
@@ -145,7 +157,7 @@ async fn answer_request(
     https: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let snap = shared.snapshot.load();
+    let mut snap = shared.snapshot.load();
     let headers = req.headers();
     let client = client_ip(
         peer,
@@ -159,9 +171,39 @@ async fn answer_request(
 
     let classified = snap.routes.classify(req.method(), req.uri().path());
     let client_key = ClientKey::new(client, snap.loaded.config.client.ipv6_prefix);
+    let now_unix = now_ms() / 1000;
+    let facts = Facts {
+        ip: client,
+        class: classified.class,
+        token: classified.token.as_deref(),
+        client: client_key,
+        client_hash: limits::client_key_hash(client_key),
+        now_unix,
+        allowlisted: {
+            let allow = &snap.loaded.lists.allowlist;
+            !allow.is_empty() && allow.lookup(client, now_unix).is_some()
+        },
+        settled: &[],
+    };
+    // Shared limits need Redis' word before the (synchronous) decision. Only configurations
+    // with a shared limit get here, only a spent lease waits (at most `[cluster] timeout`), and
+    // the snapshot is held as an owned Arc, not a guard, across that wait.
+    let settled = match &shared.cluster {
+        Some(cluster) if snap.has_shared_limits && facts.class.is_some() => {
+            let owned = arc_swap::Guard::into_inner(snap);
+            let settled = crate::cluster::limits::settle(cluster, &owned, &facts).await;
+            snap = arc_swap::Guard::from_inner(owned);
+            settled
+        }
+        _ => Vec::new(),
+    };
+    let facts = Facts {
+        settled: &settled,
+        ..facts
+    };
     let seen = Seen {
         ip: client,
-        client_key: limits::client_key_hash(client_key),
+        client_key: facts.client_hash,
         route: classified
             .class
             .and_then(|c| snap.routes.names().get(usize::from(c)))
@@ -173,19 +215,6 @@ async fn answer_request(
     };
     let meter = snap.meters.get(classified.class);
     let keep = snap.loaded.config.log.token_preview;
-    let now_unix = now_ms() / 1000;
-    let facts = Facts {
-        ip: client,
-        class: classified.class,
-        token: classified.token.as_deref(),
-        client: client_key,
-        client_hash: seen.client_key,
-        now_unix,
-        allowlisted: {
-            let allow = &snap.loaded.lists.allowlist;
-            !allow.is_empty() && allow.lookup(client, now_unix).is_some()
-        },
-    };
     let mut framing = check_framing(&req, snap.loaded.config.server.max_body);
     // Every plain request is sent to HTTPS, before any other check: nothing is forwarded. (A
     // reload that turns the redirect on while no HTTPS listener runs has nowhere to send it.)
@@ -342,18 +371,46 @@ fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
         v6,
     );
     for offence in offences {
-        let ban =
-            shared
-                .bans
-                .ban_offence(&offence, e.settings.ban, e.settings.max_ban, facts.now_unix);
-        shared.log.log(crate::bans::brute_force_record(&ban, v6));
-        if offence.kind == crate::enumeration::OffenceKind::Prefix {
-            shared.alerts.prefix_banned(crate::alerts::PrefixBan {
-                net: ban.net,
-                distinct_tokens: ban.distinct_tokens,
-                ban_seconds: ban.until.saturating_sub(ban.created),
-            });
-        }
+        ban_offence(shared, &offence, &e.settings, v6, facts.now_unix);
+    }
+    if let Some(cluster) = &shared.cluster {
+        cluster.record_failure(crate::cluster::failures::Failed {
+            client: facts.client.net(v6),
+            prefix: crate::enumeration::prefix_of(facts.ip),
+            token: cluster.token_digest(token),
+        });
+    }
+}
+
+/// Bans the network of `offence` unless a ban of exactly that network is already in force
+/// (the local and the cluster count may both reach a threshold for one guesser); logs it and,
+/// in a cluster, announces it to the other replicas.
+pub fn ban_offence(
+    shared: &Shared,
+    offence: &crate::enumeration::Offence,
+    settings: &crate::enumeration::EnumerationSettings,
+    ipv6_prefix: u8,
+    now_unix: i64,
+) {
+    let net = crate::client_ip::canonical_net(offence.net).trunc();
+    if shared.bans.get(net).is_some_and(|b| b.until > now_unix) {
+        return;
+    }
+    let ban = shared
+        .bans
+        .ban_offence(offence, settings.ban, settings.max_ban, now_unix);
+    shared
+        .log
+        .log(crate::bans::brute_force_record(&ban, ipv6_prefix));
+    if offence.kind == crate::enumeration::OffenceKind::Prefix {
+        shared.alerts.prefix_banned(crate::alerts::PrefixBan {
+            net: ban.net,
+            distinct_tokens: ban.distinct_tokens,
+            ban_seconds: ban.until.saturating_sub(ban.created),
+        });
+    }
+    if let Some(cluster) = &shared.cluster {
+        cluster.announce_ban(&ban);
     }
 }
 

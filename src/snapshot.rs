@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub loaded_at: i64,
     /// Per-route counters, index = class id (carried over by class name on reload).
     pub meters: RouteMeters,
+    /// Whether some limit is shared across the cluster (else the request path skips the
+    /// cluster entirely).
+    pub has_shared_limits: bool,
 }
 
 /// Why a snapshot could not be built from a validated configuration.
@@ -57,7 +60,7 @@ impl Snapshot {
             )
         })?;
         let trusted = TrustedProxies::new(&config.client.trusted_proxies);
-        let limits = config
+        let limits: Vec<LimitRule> = config
             .limits
             .iter()
             .map(|spec| {
@@ -73,8 +76,24 @@ impl Snapshot {
                         && old_spec.burst == spec.burst
                         && old_spec.max_keys == spec.max_keys;
                     let rule = p.limits.iter().find(|r| *r.name == spec.name)?;
-                    same.then(|| rule.limiter.clone())
+                    same.then(|| (rule.limiter.clone(), rule.shared.clone()))
                 });
+                let (carried, carried_shared) = match carried {
+                    Some((l, s)) => (Some(l), s),
+                    None => (None, None),
+                };
+                let shared = match (&config.cluster, spec.shared) {
+                    (Some(cluster), true) => Some(carried_shared.unwrap_or_else(|| {
+                        Arc::new(crate::cluster::limits::SharedLimit::new(
+                            &cluster.key_prefix,
+                            &spec.name,
+                            spec.rate,
+                            spec.burst.get(),
+                            spec.max_keys,
+                        ))
+                    })),
+                    _ => None,
+                };
                 let limiter = carried.unwrap_or_else(|| {
                     Arc::new(KeyedLimiter::with_clock(
                         spec.rate,
@@ -93,6 +112,7 @@ impl Snapshot {
                     mode: spec.mode,
                     until: spec.until,
                     limiter,
+                    shared,
                 }
             })
             .collect();
@@ -109,7 +129,9 @@ impl Snapshot {
             })
             .collect();
         let meters = RouteMeters::new(routes.names(), previous.map(|p| &p.meters));
+        let has_shared_limits = limits.iter().any(|l: &LimitRule| l.shared.is_some());
         Ok(Snapshot {
+            has_shared_limits,
             version,
             meters,
             routes,

@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
+use support::promtool::promtool_accepts;
 use support::*;
 
 const T: &str = "demo-wedding-2026";
@@ -182,47 +180,6 @@ async fn an_app_that_is_down_counts_as_an_upstream_error_and_a_denial() {
         assert_eq!(value(&m, series), Some(want), "{series} in\n{m}");
     }
     promtool_accepts(&m);
-}
-
-/// Runs `promtool check metrics` on `exposition` when it is installed; without it the check is
-/// skipped, loudly, except under CI (`CI` set), where it must run.
-fn promtool_accepts(exposition: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool is required under CI (Debian package `prometheus`)"
-            );
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: promtool not installed");
-            return;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics refused the exposition ({}):\n{said}\n---\n{exposition}",
-        out.status
-    );
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ pub struct FileConfig {
     pub switch: Option<Vec<FileSwitch>>,
     pub enumeration: Option<FileEnumeration>,
     pub alerts: Option<FileAlerts>,
+    pub cluster: Option<FileCluster>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -166,6 +167,19 @@ pub struct FileAlerts {
     pub denial_rate: Option<Field<String>>,
     pub cooldown: Option<Field<String>>,
     pub timeout: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileCluster {
+    pub redis: Option<Field<String>>,
+    pub name: Option<Field<String>>,
+    pub timeout: Option<Field<String>>,
+    pub sync_interval: Option<Field<String>>,
+    pub lease: Option<Field<i64>>,
+    pub key_prefix: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -521,4 +521,80 @@ mod tests {
         );
         assert!(e[0].message.starts_with("cannot read the certificate file"));
     }
+
+    const LIMIT_SHARED: &str = "[[limit]]\nname = \"guest-ip\"\nroutes = [\"events\"]\nkey = \"ip\"\nrate = \"60/min\"\nshared = true\n";
+
+    #[test]
+    fn a_shared_limit_without_cluster_is_refused_with_the_fix() {
+        let e = errors(&format!(
+            "[server]\nupstream = \"http://a:1\"\n{LIMIT_SHARED}"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "limit[0].shared");
+        assert_eq!(e[0].line, Some(8));
+        assert!(e[0].message.contains("[cluster]"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn a_shared_limit_with_cluster_is_valid_and_cluster_takes_its_defaults() {
+        let loaded = parse(
+            &format!(
+                "[server]\nupstream = \"http://a:1\"\n{LIMIT_SHARED}\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n"
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(loaded.config.limits[0].shared);
+        let c = loaded.config.cluster.unwrap();
+        assert_eq!(c.timeout, std::time::Duration::from_millis(5));
+        assert_eq!(c.sync_interval, std::time::Duration::from_secs(1));
+        assert_eq!(c.lease, 10);
+        assert_eq!(c.key_prefix, "joinshield");
+        assert!(validate::valid_replica_name(&c.name), "{}", c.name);
+    }
+
+    #[test]
+    fn every_cluster_mistake_is_reported_with_its_line() {
+        let text =
+            "[server]\nupstream = \"http://a:1\"\n[cluster]\nredis = \"http://127.0.0.1:6379\"\n\
+                    name = \"shield one\"\ntimeout = \"2s\"\nsync_interval = \"10ms\"\nlease = 0\n\
+                    key_prefix = \"a:b\"\nredis_url = \"x\"\n";
+        let e = errors(text);
+        let found: Vec<(&str, Option<usize>)> =
+            e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        for (key, line) in [
+            ("cluster.redis", 4),
+            ("cluster.name", 5),
+            ("cluster.timeout", 6),
+            ("cluster.sync_interval", 7),
+            ("cluster.lease", 8),
+            ("cluster.key_prefix", 9),
+            ("cluster.redis_url", 10),
+        ] {
+            assert!(
+                found.contains(&(key, Some(line))),
+                "{key} at line {line} not in {found:?}"
+            );
+        }
+        assert_eq!(e.len(), 7, "{found:?}");
+    }
+
+    #[test]
+    fn a_cluster_without_redis_names_the_missing_key() {
+        let e = errors("[server]\nupstream = \"http://a:1\"\n[cluster]\nname = \"s1\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "cluster.redis");
+        assert!(e[0].message.starts_with("missing"));
+    }
+
+    #[test]
+    fn the_redis_password_is_never_shown() {
+        let loaded = parse(
+            "[server]\nupstream = \"http://a:1\"\n[cluster]\nredis = \"redis://:s3cret@10.0.0.5:6379/0\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let shown = loaded.config.cluster.unwrap().redis_shown();
+        assert_eq!(shown, "redis://:***@10.0.0.5:6379/0");
+    }
 }

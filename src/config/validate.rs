@@ -39,6 +39,8 @@ pub struct Config {
     pub enumeration: Option<EnumerationSpec>,
     /// `[alerts]`, when a webhook is set.
     pub alerts: Option<AlertsSpec>,
+    /// `[cluster]`, when several replicas share bans, guessing counts and shared limits.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The validated `[alerts]` (only when `webhook` is set: an empty one turns alerts off).
@@ -69,6 +71,60 @@ pub struct Webhook {
     pub host: String,
     /// Path and query, at least `/`.
     pub path_and_query: String,
+}
+
+/// The validated `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis URL, as written (it may carry a password: never log it whole).
+    pub redis: String,
+    /// This replica's name (in heartbeats and on the bans it makes).
+    pub name: String,
+    /// The longest a request waits on Redis; past it, local state decides.
+    pub timeout: Duration,
+    /// How often bans are fully re-read and the heartbeat written.
+    pub sync_interval: Duration,
+    /// Tokens of a shared limit taken from Redis per round trip.
+    pub lease: u32,
+    /// Prefix of every Redis key and channel (several deployments may share one Redis).
+    pub key_prefix: String,
+}
+
+impl ClusterConfig {
+    /// The Redis URL with any password replaced by `***` (for logs and status).
+    pub fn redis_shown(&self) -> String {
+        match (self.redis.find("://"), self.redis.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &self.redis[scheme + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!(
+                    "{}{user}:***{}",
+                    &self.redis[..scheme + 3],
+                    &self.redis[at..]
+                )
+            }
+            _ => self.redis.clone(),
+        }
+    }
+}
+
+/// The default replica name: the host's name, else `shield`.
+pub fn default_replica_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| valid_replica_name(h))
+        .unwrap_or_else(|| "shield".to_string())
+}
+
+/// Replica names: letters, digits, `_`, `-` and `.` (host names), at most 64.
+pub fn valid_replica_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// `[lists]`: where each list lives (none: that list is empty).
@@ -135,6 +191,8 @@ pub struct LimitSpec {
     pub until: Option<i64>,
     /// Most keys tracked at once.
     pub max_keys: usize,
+    /// Enforced across every replica through `[cluster]` (else per replica).
+    pub shared: bool,
 }
 
 /// Default cap on the keys one limit tracks (about 100 bytes each).
@@ -385,6 +443,7 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             "switch",
             "enumeration",
             "alerts",
+            "cluster",
         ],
     );
 
@@ -616,9 +675,13 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         Some(list) => validate_routes(list, errors),
     };
 
+    let cluster = match &file.cluster {
+        None => Some(None),
+        Some(c) => validate_cluster(c, errors).map(Some),
+    };
     let limits = match (&file.limit, &routes) {
         (None, _) => Some(Vec::new()),
-        (Some(list), Some(routes)) => validate_limits(list, routes, errors),
+        (Some(list), Some(routes)) => validate_limits(list, routes, file.cluster.is_some(), errors),
         (Some(_), None) => None,
     };
 
@@ -671,6 +734,145 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         switches: switches?,
         enumeration: enumeration?,
         alerts: alerts?,
+        cluster: cluster?,
+    })
+}
+
+/// Longest `[cluster] timeout`: a request must never wait on Redis longer than this.
+pub const MAX_CLUSTER_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn validate_cluster(c: &super::file::FileCluster, errors: &mut Errors) -> Option<ClusterConfig> {
+    errors.unknown(
+        "cluster",
+        &c.unknown,
+        &[
+            "redis",
+            "name",
+            "timeout",
+            "sync_interval",
+            "lease",
+            "key_prefix",
+        ],
+    );
+    let redis = required(
+        errors,
+        "cluster.redis",
+        &c.redis,
+        "give the Redis every replica shares, e.g. redis = \"redis://127.0.0.1:6379/0\"",
+    )
+    .and_then(|url| {
+        let fix = "write e.g. \"redis://127.0.0.1:6379/0\" (or redis://:password@host:6379/0)";
+        if !url.starts_with("redis://") {
+            errors.push(
+                "cluster.redis",
+                format!("{url:?} is not a redis:// URL: {fix}"),
+            );
+            return None;
+        }
+        match redis::Client::open(url.as_str()) {
+            Ok(_) => Some(url),
+            Err(e) => {
+                errors.push(
+                    "cluster.redis",
+                    format!("{url:?} is not a usable Redis URL ({e}): {fix}"),
+                );
+                None
+            }
+        }
+    });
+    let name = errors
+        .get("cluster.name", &c.name, default_replica_name())
+        .and_then(|n| {
+            if valid_replica_name(&n) {
+                Some(n)
+            } else {
+                errors.push(
+                    "cluster.name",
+                    format!(
+                        "{n:?} is not a replica name: use letters, digits, _, - and . (at most 64)"
+                    ),
+                );
+                None
+            }
+        });
+    let timeout = errors
+        .parsed(
+            "cluster.timeout",
+            &c.timeout,
+            Duration::from_millis(5),
+            parse_positive_duration,
+        )
+        .and_then(|t| {
+            if t > MAX_CLUSTER_TIMEOUT {
+                errors.push(
+                    "cluster.timeout",
+                    format!(
+                        "{} is longer than a guest should wait on Redis: give at most 1s (5ms is typical)",
+                        super::units::format_duration(t)
+                    ),
+                );
+                None
+            } else {
+                Some(t)
+            }
+        });
+    let sync_interval = errors
+        .parsed(
+            "cluster.sync_interval",
+            &c.sync_interval,
+            Duration::from_secs(1),
+            parse_positive_duration,
+        )
+        .and_then(|t| {
+            if (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&t) {
+                Some(t)
+            } else {
+                errors.push(
+                    "cluster.sync_interval",
+                    format!(
+                        "{} is out of range: give 100ms to 60s (1s keeps replicas within a second of each other)",
+                        super::units::format_duration(t)
+                    ),
+                );
+                None
+            }
+        });
+    let lease = errors
+        .get("cluster.lease", &c.lease, 10)
+        .and_then(|n| match u32::try_from(n) {
+            Ok(n) if (1..=1000).contains(&n) => Some(n),
+            _ => {
+                errors.push(
+                    "cluster.lease",
+                    format!("{n} is out of range: give 1 to 1000 tokens per round trip"),
+                );
+                None
+            }
+        });
+    let key_prefix = errors
+        .get(
+            "cluster.key_prefix",
+            &c.key_prefix,
+            "joinshield".to_string(),
+        )
+        .and_then(|p| {
+            if valid_name(&p) {
+                Some(p)
+            } else {
+                errors.push(
+                    "cluster.key_prefix",
+                    format!("{p:?} is not a key prefix: use letters, digits, _ and -"),
+                );
+                None
+            }
+        });
+    Some(ClusterConfig {
+        redis: redis?,
+        name: name?,
+        timeout: timeout?,
+        sync_interval: sync_interval?,
+        lease: lease?,
+        key_prefix: key_prefix?,
     })
 }
 
@@ -1141,6 +1343,7 @@ pub(crate) fn resolve_classes(
 fn validate_limits(
     list: &[super::file::FileLimit],
     routes: &[RouteSpec],
+    has_cluster: bool,
     errors: &mut Errors,
 ) -> Option<Vec<LimitSpec>> {
     let mut out: Vec<LimitSpec> = Vec::new();
@@ -1216,14 +1419,19 @@ fn validate_limits(
         let until = errors.parsed(&format!("{at}.until"), &l.until, None, |t| {
             parse_instant(t).map(Some)
         });
-        if let Some(Field(Ok(true))) = &l.shared {
-            errors.push(
-                format!("{at}.shared"),
-                "shared limits need [cluster], which this build does not have yet: remove shared = true (the limit then holds per replica)",
-            );
-        } else if let Some(Field(Err(e))) = &l.shared {
-            errors.push(format!("{at}.shared"), e.clone());
-        }
+        let shared = errors
+            .get(&format!("{at}.shared"), &l.shared, false)
+            .and_then(|shared| {
+                if shared && !has_cluster {
+                    errors.push(
+                        format!("{at}.shared"),
+                        "shared limits need [cluster]: add [cluster] with redis = \"redis://127.0.0.1:6379/0\", or remove shared = true (the limit then holds per replica)",
+                    );
+                    None
+                } else {
+                    Some(shared)
+                }
+            });
         let max_keys = errors
             .get(
                 &format!("{at}.max_keys"),
@@ -1240,7 +1448,9 @@ fn validate_limits(
                     None
                 }
             });
-        match (name, classes, key, rate, burst, mode, until, max_keys) {
+        match (
+            name, classes, key, rate, burst, mode, until, max_keys, shared,
+        ) {
             (
                 Some(name),
                 Some(classes),
@@ -1250,6 +1460,7 @@ fn validate_limits(
                 Some(mode),
                 Some(until),
                 Some(max_keys),
+                Some(shared),
             ) => out.push(LimitSpec {
                 name,
                 classes,
@@ -1259,6 +1470,7 @@ fn validate_limits(
                 mode,
                 until,
                 max_keys,
+                shared,
             }),
             _ => ok = false,
         }

@@ -2,6 +2,9 @@
 //! socket client that sends exactly the bytes a test gives it.
 #![allow(dead_code)]
 
+pub mod promtool;
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
