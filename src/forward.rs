@@ -253,16 +253,32 @@ impl Drop for ResponseBody {
     }
 }
 
-/// A failed exchange is 413 when the client's body ran past the limit, else 502.
+/// The answer when the client's own body broke mid-stream (bad chunk framing, cut off): the
+/// client's fault, never the app's.
+pub const BROKEN_BODY: Denial = Denial::BadRequest("The request body is malformed or was cut off.");
+
+/// A failed exchange is 413 when the client's body ran past the limit, 400 when the client's
+/// body broke (bad chunked framing, cut off), else 502.
 fn classify_error(e: &(dyn std::error::Error + 'static)) -> Denial {
+    let mut client_body = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
             return Denial::PayloadTooLarge;
         }
+        // hyper reports an error of the request body stream as a "user" error caused by it;
+        // the body is the client's, so is the fault. (Must not blame the app: that would feed
+        // its error rate, the upstream-error metric and the alerts.)
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            client_body |= h.is_user() && std::error::Error::source(h).is_some();
+        }
         source = err.source();
     }
-    Denial::UpstreamUnavailable
+    if client_body {
+        BROKEN_BODY
+    } else {
+        Denial::UpstreamUnavailable
+    }
 }
 
 /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1), plus the
@@ -292,7 +308,14 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers removed from a request on top of [`STRIPPED`]: forwarding headers the shield does
 /// not set itself, so a client cannot smuggle them to the app.
-const STRIPPED_REQUEST: [HeaderName; 3] = [header::FORWARDED, X_FORWARDED_PORT, X_FORWARDED_PREFIX];
+/// `Expect` is answered by the shield itself (hyper sends `100 Continue` when the body is first
+/// read), so the app never sees it.
+const STRIPPED_REQUEST: [HeaderName; 4] = [
+    header::FORWARDED,
+    X_FORWARDED_PORT,
+    X_FORWARDED_PREFIX,
+    header::EXPECT,
+];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -180,7 +180,10 @@ pub async fn handle(
             // A malformed token is a failed guess too, answered without asking the app.
             count_failure(&shared, &snap, &facts);
         }
-        return Ok(answer(&denial, &request_id, has_body(&req)));
+        // A malformed request (no Host, CONNECT) ends its connection too: whatever follows
+        // on it was framed by a client that does not speak HTTP/1.1 as the shield does.
+        let close = has_body(&req) || matches!(denial, Denial::BadRequest(_));
+        return Ok(answer(&denial, &request_id, close));
     }
     let client_hash = seen.client_key;
     // Only guest requests with a token, and only when guessing detection is on, are counted.
@@ -250,8 +253,8 @@ pub async fn handle(
             );
             let (guest, status) = (classified.class.is_some(), denial.status().as_u16());
             shared.recent.record_answer(guest, true, status, now_ms());
-            // A body cut off at max_body mid-stream is still partly unread: close after answering.
-            let unread = denial == Denial::PayloadTooLarge;
+            // A body cut off at max_body, or broken, is still partly unread: close after answering.
+            let unread = denial == Denial::PayloadTooLarge || denial == forward::BROKEN_BODY;
             Ok(answer(&denial, &request_id, unread))
         }
     }
@@ -302,9 +305,14 @@ fn count_failure(shared: &Shared, snap: &Snapshot, facts: &Facts<'_>) {
     }
 }
 
-/// Requests the shield refuses to forward whatever the route: no or several `Host` headers,
-/// or a declared body over the limit.
+/// Requests the shield refuses to forward whatever the route: `CONNECT` (the shield is no
+/// tunnel), no or several `Host` headers, or a declared body over the limit.
 fn check_framing(req: &Request<Incoming>, max_body: u64) -> Option<Denial> {
+    if req.method() == http::Method::CONNECT {
+        return Some(Denial::BadRequest(
+            "CONNECT is not served: this is not a forward proxy.",
+        ));
+    }
     let headers = req.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
     let first_host = hosts.next();

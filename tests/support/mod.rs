@@ -244,3 +244,92 @@ impl KeepAlive {
         }
     }
 }
+
+pub mod recorder;
+
+/// A shield in front of an upstream the test runs itself (e.g. a [`recorder::Recorder`]).
+pub struct Fronted {
+    pub shield: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fronted {
+    pub fn addr(&self) -> SocketAddr {
+        self.shield.addr
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("joinshield.toml")
+    }
+    pub async fn log_lines(&self) -> Vec<String> {
+        self.shield.flush_log().await;
+        std::fs::read_to_string(self.dir.path().join("shield.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Starts a shield in front of `upstream` (an address), with `extra_server` lines in `[server]`
+/// and `rest` after it.
+pub async fn spawn_shield_at(upstream: SocketAddr, extra_server: &str, rest: &str) -> Fronted {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(
+        &path,
+        config_text(&format!("http://{upstream}"), extra_server, rest),
+    )
+    .unwrap();
+    let loaded =
+        joinshield::config::load(&path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
+    let shield = joinshield::start(loaded).await.unwrap();
+    Fronted { shield, dir }
+}
+
+/// Sends `raw` on a new connection and reads answers until the server closes the connection or
+/// `want` final answers have arrived (bounded by 10 s). Returns the final answers (1xx interim
+/// answers are skipped) and whether the server closed the connection.
+pub async fn exchange(addr: SocketAddr, raw: &[u8], want: usize) -> (Vec<Answer>, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // A server may close before reading everything; what it answered still counts.
+    let _ = s.write_all(raw).await;
+    read_answers(&mut s, want).await
+}
+
+/// Reads answers from `s` as [`exchange`] does.
+pub async fn read_answers(s: &mut TcpStream, want: usize) -> (Vec<Answer>, bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let interim = head.starts_with("http/1.1 1");
+            let len = if interim {
+                0
+            } else {
+                head.lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            let answer = parse(&buf[..end + 4 + len]);
+            buf.drain(..end + 4 + len);
+            if !interim {
+                answers.push(answer);
+            }
+        }
+        if answers.len() >= want {
+            return (answers, false);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return (answers, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (answers, true),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
