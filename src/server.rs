@@ -195,6 +195,7 @@ pub async fn handle(
     let upstream_uri = server.upstream.uri.clone();
     let timeout = server.upstream_timeout;
     let limit = usize::try_from(server.max_body).unwrap_or(usize::MAX);
+    let body_timeout = server.body_timeout;
     let meter = meter.clone();
     drop(snap);
 
@@ -203,6 +204,8 @@ pub async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let (parts, body) = req.into_parts();
+    let body = forward::ClientBody::new(body, body_timeout);
+    let body_waiting = body.waiting();
     let mut up = Request::from_parts(parts, Limited::new(body, limit));
     forward::prepare(
         &mut up,
@@ -214,7 +217,7 @@ pub async fn handle(
         },
     );
     let sent = std::time::Instant::now();
-    match shared.upstream.send(up, timeout).await {
+    match shared.upstream.send(up, timeout, &body_waiting).await {
         Ok(mut resp) => {
             meter.forwarded(resp.status().as_u16(), sent.elapsed());
             shared.note_upstream_ok();
@@ -254,7 +257,8 @@ pub async fn handle(
             let (guest, status) = (classified.class.is_some(), denial.status().as_u16());
             shared.recent.record_answer(guest, true, status, now_ms());
             // A body cut off at max_body, or broken, is still partly unread: close after answering.
-            let unread = denial == Denial::PayloadTooLarge || denial == forward::BROKEN_BODY;
+            let unread = matches!(denial, Denial::PayloadTooLarge | Denial::BodyTimeout)
+                || denial == forward::BROKEN_BODY;
             Ok(answer(&denial, &request_id, unread))
         }
     }
@@ -364,7 +368,19 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    // One slot per open connection: at max_connections the shield stops accepting (new
+    // connections wait in the kernel's backlog) until one ends, instead of running out of
+    // file descriptors. Read at start, like the listen address.
+    let max = shared.snapshot.load().loaded.config.server.max_connections;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = crate::server::stopped(&mut shutdown) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -381,6 +397,7 @@ pub async fn serve(
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(slot);
                     });
                 }
                 Err(_) => {

@@ -54,6 +54,8 @@ pub struct FileServer {
     pub max_body: Option<Field<String>>,
     pub shutdown_grace: Option<Field<String>>,
     pub state_file: Option<Field<String>>,
+    pub body_timeout: Option<Field<String>>,
+    pub max_connections: Option<Field<i64>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -333,3 +333,113 @@ pub async fn read_answers(s: &mut TcpStream, want: usize) -> (Vec<Answer>, bool)
         }
     }
 }
+
+/// The shield binary as a child process.
+pub struct Child {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Child {
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// CPU time (user + system) the process has used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces) are split on spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `joinshield run` on a config in front of `upstream` (with `extra_server` in `[server]`
+/// and `rest` after it), behind `wrapper` (e.g. `["prlimit", "--nofile=64"]`), and returns once
+/// it printed its addresses.
+pub fn spawn_binary(
+    upstream: SocketAddr,
+    extra_server: &str,
+    rest: &str,
+    wrapper: &[&str],
+) -> Child {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(
+        &path,
+        config_text(&format!("http://{upstream}"), extra_server, rest),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_joinshield");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, args)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(args).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    let mut child = cmd
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .parse()
+        .unwrap();
+    let admin = banner.rsplit("http://").next().unwrap().trim().to_string();
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Child {
+        child,
+        addr,
+        admin,
+        dir,
+    }
+}
+
+/// Polls `f` until it returns true, failing after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -154,6 +154,7 @@ pub async fn spawn(mode: Mode) -> Recorder {
 }
 
 async fn serve(rec: Recorder, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let parsed = match read_request(&rec, &mut stream, &mut buf).await {
@@ -178,13 +179,12 @@ async fn serve(rec: Recorder, mut stream: TcpStream) {
         match mode {
             Mode::Answer | Mode::CloseWhenIdle => {
                 let body = format!("seen {target}");
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                // One write: a head and body in two would wait on Nagle and delayed ACKs.
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
-                if stream.write_all(head.as_bytes()).await.is_err()
-                    || stream.write_all(body.as_bytes()).await.is_err()
-                {
+                if stream.write_all(answer.as_bytes()).await.is_err() {
                     return;
                 }
                 if mode == Mode::CloseWhenIdle {
