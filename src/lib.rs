@@ -23,6 +23,7 @@ pub mod recent;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod stall;
 pub mod standin;
 
 use std::net::SocketAddr;

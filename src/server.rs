@@ -385,7 +385,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let header_timeout = shared.snapshot.load().loaded.config.server.header_timeout;
+                    let (header_timeout, stall) = {
+                        let snap = shared.snapshot.load();
+                        (snap.loaded.config.server.header_timeout, snap.loaded.config.server.body_timeout)
+                    };
                     let conn_shared = shared.clone();
                     let peer_ip = peer.ip();
                     let service = service_fn(move |req| handle(conn_shared.clone(), peer_ip, https, req));
@@ -393,7 +396,7 @@ pub async fn serve(
                         .timer(TokioTimer::new())
                         .header_read_timeout(header_timeout)
                         .max_buf_size(MAX_HEAD_BYTES)
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection(TokioIo::new(crate::stall::WriteStall::new(stream, stall)), service);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _ = conn.await;

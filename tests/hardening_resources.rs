@@ -229,6 +229,30 @@ async fn a_trickled_body_that_outlasts_upstream_timeout_is_the_clients_fault() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_cut_off_and_frees_the_app_connection() {
+    let rec = recorder::spawn(Mode::Huge).await;
+    let shield = spawn_shield_at(rec.addr, "body_timeout = \"1s\"", "").await;
+    let mut readers = Vec::new();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(shield.addr()).await.unwrap();
+        s.write_all(b"GET /zip HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        // Never read: the answer fills the socket buffers and stops.
+        readers.push(s);
+    }
+    rec.wait_for(5).await;
+    // The shield gives up on each stalled client and drops the app's half-sent answer with it.
+    eventually(20, "every stalled answer dropped", || async {
+        rec.broken_answers() == 5
+    })
+    .await;
+    rec.set_mode(Mode::Answer);
+    assert_eq!(good(shield.addr()).await, 200);
+    drop(readers);
+}
+
+#[tokio::test]
 async fn body_timeout_and_max_connections_are_validated_with_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");

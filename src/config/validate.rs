@@ -131,7 +131,8 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
-    /// The longest a request body may stall (no bytes from the client) once the shield reads it.
+    /// The longest a body may stall: a request body the shield waits on, or an answer the
+    /// client takes no byte of.
     pub body_timeout: Duration,
     /// Most guest connections open at once; past it the shield stops accepting until one ends.
     pub max_connections: usize,

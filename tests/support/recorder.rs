@@ -37,6 +37,9 @@ pub enum Mode {
     CloseAfterHead,
     /// Answers a head promising 1 MiB, sends 10 bytes of it and closes (dies mid-response).
     DieMidResponse,
+    /// Answers a 64 MiB body, counting answers the shield stopped taking (see
+    /// [`Recorder::broken_answers`]).
+    Huge,
     /// Answers keep-alive, then closes the idle connection right after each answer (a pooled
     /// connection that is gone by the time it is reused).
     CloseWhenIdle,
@@ -53,6 +56,7 @@ struct Inner {
     /// Streams that ended inside a request (the shield gave up on it): not a smuggle.
     aborted: Mutex<Vec<String>>,
     connections: std::sync::atomic::AtomicUsize,
+    broken_answers: std::sync::atomic::AtomicUsize,
     arrived: tokio::sync::Notify,
 }
 
@@ -89,6 +93,13 @@ impl Recorder {
     pub fn connections(&self) -> usize {
         self.inner
             .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Answers whose writing failed because the shield dropped the connection.
+    pub fn broken_answers(&self) -> usize {
+        self.inner
+            .broken_answers
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -192,6 +203,23 @@ async fn serve(rec: Recorder, mut stream: TcpStream) {
                 }
             }
             Mode::CloseAfterHead => return,
+            Mode::Huge => {
+                let chunk = vec![b'z'; 64 * 1024];
+                let mut ok = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+                    .await
+                    .is_ok();
+                for _ in 0..1024 {
+                    ok = ok && stream.write_all(&chunk).await.is_ok();
+                }
+                if !ok {
+                    rec.inner
+                        .broken_answers
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    rec.inner.arrived.notify_waiters();
+                    return;
+                }
+            }
             Mode::DieMidResponse => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n0123456789")
