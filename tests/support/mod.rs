@@ -246,6 +246,7 @@ impl KeepAlive {
 }
 
 pub mod recorder;
+pub mod spellings;
 
 /// A shield in front of an upstream the test runs itself (e.g. a [`recorder::Recorder`]).
 pub struct Fronted {
@@ -351,6 +352,11 @@ impl Child {
             .unwrap()
             .success();
         assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
     }
 
     /// CPU time (user + system) the process has used so far, in clock ticks.

@@ -37,6 +37,8 @@ pub enum Mode {
     CloseAfterHead,
     /// Answers a head promising 1 MiB, sends 10 bytes of it and closes (dies mid-response).
     DieMidResponse,
+    /// Holds each request until [`Recorder::release`], then answers as [`Mode::Answer`].
+    Hold,
     /// Answers a 64 MiB body, counting answers the shield stopped taking (see
     /// [`Recorder::broken_answers`]).
     Huge,
@@ -57,6 +59,8 @@ struct Inner {
     aborted: Mutex<Vec<String>>,
     connections: std::sync::atomic::AtomicUsize,
     broken_answers: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Notify,
     arrived: tokio::sync::Notify,
 }
 
@@ -101,6 +105,14 @@ impl Recorder {
         self.inner
             .broken_answers
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every held request (and every later one) be answered.
+    pub fn release(&self) {
+        self.inner
+            .released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.release.notify_waiters();
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -187,8 +199,17 @@ async fn serve(rec: Recorder, mut stream: TcpStream) {
         rec.inner.parsed.lock().unwrap().push(parsed);
         rec.inner.arrived.notify_waiters();
         let mode = *rec.mode.lock().unwrap();
+        if mode == Mode::Hold {
+            loop {
+                let released = rec.inner.release.notified();
+                if rec.inner.released.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                released.await;
+            }
+        }
         match mode {
-            Mode::Answer | Mode::CloseWhenIdle => {
+            Mode::Answer | Mode::CloseWhenIdle | Mode::Hold => {
                 let body = format!("seen {target}");
                 // One write: a head and body in two would wait on Nagle and delayed ACKs.
                 let answer = format!(
