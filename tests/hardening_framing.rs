@@ -474,3 +474,26 @@ async fn pipelined_requests_are_each_decided_on() {
     let targets: Vec<String> = rec.parsed().into_iter().map(|p| p.target).collect();
     assert_eq!(targets, ["/up", "/up2"]);
 }
+
+#[tokio::test]
+async fn an_early_429_never_reads_the_unread_body_as_a_request() {
+    let rec = recorder::spawn(Mode::Answer).await;
+    let limit =
+        "[[limit]]\nname = \"one\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 1\n";
+    let shield = spawn_shield_at(rec.addr, "", limit).await;
+    let path = "/api/v1/events/tok12345678/upload";
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+        SMUGGLED.len()
+    );
+    // The first uses the burst (its body is a body, forwarded as one); the second is refused.
+    let (first, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
+    assert_eq!(statuses(&first), [200]);
+    let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 3).await;
+    assert_eq!(statuses(&answers), [429]);
+    assert!(closed);
+    let seen = rec.parsed();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, SMUGGLED.as_bytes());
+    rec.assert_never_saw(NEEDLE);
+}
