@@ -320,7 +320,9 @@ async fn running_out_of_file_descriptors_neither_spins_nor_wedges() {
     let before = child.cpu_ticks();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = child.cpu_ticks() - before;
-    eprintln!("cpu ticks used while out of file descriptors: {used} in 2 s");
+    let rss = child.rss_kib();
+    eprintln!("out of file descriptors: {used} CPU ticks in 2 s, {rss} KiB resident");
+    assert!(rss < 256 * 1024, "{rss} KiB resident");
     assert!(
         used < ticks_per_sec, // under half of the 2 s window
         "the accept loop spins out of file descriptors: {used} ticks in 2 s"
