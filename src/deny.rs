@@ -21,6 +21,8 @@ pub enum Denial {
     UpstreamUnavailable,
     /// The upstream did not send its response head in time.
     UpstreamTimeout,
+    /// The client's request body stalled past `body_timeout`.
+    BodyTimeout,
     /// The request itself is malformed (e.g. no or several `Host` headers).
     BadRequest(&'static str),
     /// A rate limit was exceeded.
@@ -56,6 +58,7 @@ impl Denial {
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Denial::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Denial::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Denial::BadRequest(_) => StatusCode::BAD_REQUEST,
             Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Denial::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +75,7 @@ impl Denial {
             Denial::PayloadTooLarge => "payload_too_large",
             Denial::UpstreamUnavailable => "upstream_unavailable",
             Denial::UpstreamTimeout => "upstream_timeout",
+            Denial::BodyTimeout => "body_timeout",
             Denial::BadRequest(_) => "bad_request",
             Denial::RateLimited(_) => "token_rate_limited",
             Denial::Paused { .. } => "service_paused",
@@ -88,6 +92,7 @@ impl Denial {
             Denial::PayloadTooLarge => "The request body is too large.",
             Denial::UpstreamUnavailable => "The service is temporarily unavailable.",
             Denial::UpstreamTimeout => "The service took too long to respond.",
+            Denial::BodyTimeout => "The request body arrived too slowly.",
             Denial::BadRequest(why) => why,
             // Laravel's own 429 says this.
             Denial::RateLimited(_) => "Too Many Attempts.",
@@ -105,6 +110,7 @@ impl Denial {
             Denial::PayloadTooLarge
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout
+            | Denial::BodyTimeout
             | Denial::BadRequest(_) => None,
             Denial::RateLimited(e) => Some(e.retry_after),
             Denial::Paused { retry_after, .. } => Some(*retry_after),

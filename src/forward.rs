@@ -3,6 +3,7 @@
 //! ways: a 64 MiB upload or gallery zip passes through in small chunks and is never held in
 //! memory.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,83 @@ use tower::ServiceExt;
 use crate::deny::Denial;
 
 /// The request body as sent upstream: the client's, cut off past `max_body`.
-pub type UpstreamBody = Limited<Incoming>;
+pub type UpstreamBody = Limited<ClientBody>;
+
+/// The client's request body, with a stall limit: when the shield wants the next bytes and
+/// the client sends none for `body_timeout`, the body fails with [`BodyStalled`].
+///
+/// The timer runs only while the shield waits on the client. When the app stops reading (its
+/// socket full), hyper stops asking for the body and the app's own `upstream_timeout` applies.
+/// Whether the shield was waiting on the client when that ran out is kept in `waiting`, so a
+/// client that trickles its body is not reported as a slow app.
+pub struct ClientBody {
+    inner: Incoming,
+    gap: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// True while the last poll found the client had sent nothing new.
+    waiting: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A request body stalled past `body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled past body_timeout")]
+pub struct BodyStalled;
+
+impl ClientBody {
+    /// Wraps `inner`, failing it after `gap` without bytes while it is being read.
+    pub fn new(inner: Incoming, gap: Duration) -> Self {
+        ClientBody {
+            inner,
+            gap,
+            timer: None,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// A flag that is true while the shield is waiting on the client for body bytes.
+    pub fn waiting(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.waiting.clone()
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting.store(false, Ordering::Relaxed);
+                // Disarmed: the next wait starts a new gap.
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                this.waiting.store(true, Ordering::Relaxed);
+                let gap = this.gap;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// How often idle connections are aged; one closes after [`IDLE_SWEEPS`] sweeps unused.
 const IDLE_SWEEP: Duration = Duration::from_secs(10);
@@ -120,13 +197,17 @@ impl Upstream {
     }
 
     /// Sends `req` (its URI absolute, on the app's authority) and waits for the response head
-    /// within `timeout`.
+    /// within `timeout`. `body_waiting` is its body's [`ClientBody::waiting`] flag.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         timeout: Duration,
+        body_waiting: &std::sync::atomic::AtomicBool,
     ) -> Result<Response<ResponseBody>, Denial> {
+        let waiting = body_waiting;
         match tokio::time::timeout(timeout, self.exchange(req)).await {
+            // Still waiting on the client's body: the client is slow, not the app.
+            Err(_) if waiting.load(Ordering::Relaxed) => Err(Denial::BodyTimeout),
             Err(_) => Err(Denial::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify_error(&*e)),
@@ -253,16 +334,35 @@ impl Drop for ResponseBody {
     }
 }
 
-/// A failed exchange is 413 when the client's body ran past the limit, else 502.
+/// The answer when the client's own body broke mid-stream (bad chunk framing, cut off): the
+/// client's fault, never the app's.
+pub const BROKEN_BODY: Denial = Denial::BadRequest("The request body is malformed or was cut off.");
+
+/// A failed exchange is 413 when the client's body ran past the limit, 400 when the client's
+/// body broke (bad chunked framing, cut off), else 502.
 fn classify_error(e: &(dyn std::error::Error + 'static)) -> Denial {
+    let mut client_body = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
             return Denial::PayloadTooLarge;
         }
+        if err.is::<BodyStalled>() {
+            return Denial::BodyTimeout;
+        }
+        // hyper reports an error of the request body stream as a "user" error caused by it;
+        // the body is the client's, so is the fault. (Must not blame the app: that would feed
+        // its error rate, the upstream-error metric and the alerts.)
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            client_body |= h.is_user() && std::error::Error::source(h).is_some();
+        }
         source = err.source();
     }
-    Denial::UpstreamUnavailable
+    if client_body {
+        BROKEN_BODY
+    } else {
+        Denial::UpstreamUnavailable
+    }
 }
 
 /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1), plus the
@@ -292,7 +392,14 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers removed from a request on top of [`STRIPPED`]: forwarding headers the shield does
 /// not set itself, so a client cannot smuggle them to the app.
-const STRIPPED_REQUEST: [HeaderName; 3] = [header::FORWARDED, X_FORWARDED_PORT, X_FORWARDED_PREFIX];
+/// `Expect` is answered by the shield itself (hyper sends `100 Continue` when the body is first
+/// read), so the app never sees it.
+const STRIPPED_REQUEST: [HeaderName; 4] = [
+    header::FORWARDED,
+    X_FORWARDED_PORT,
+    X_FORWARDED_PREFIX,
+    header::EXPECT,
+];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -26,6 +26,7 @@ pub mod recent;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+pub mod stall;
 pub mod standin;
 pub mod tls;
 

@@ -282,6 +282,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     println!("{}: ok (sha256 {})", path.display(), &loaded.sha256[..16]);
     println!("  listen      {}", c.server.listen);
     println!("  upstream    {}", c.server.upstream.uri);
+    println!(
+        "  timeouts    head {}, body stall {}, app {}; at most {} connections",
+        joinshield::config::units::format_duration(c.server.header_timeout),
+        joinshield::config::units::format_duration(c.server.body_timeout),
+        joinshield::config::units::format_duration(c.server.upstream_timeout),
+        c.server.max_connections
+    );
     if let (Some(t), Some(pair)) = (&c.server.tls, &loaded.tls) {
         println!(
             "  https       {} (handshake timeout {})",

@@ -50,7 +50,7 @@ pub const LATENCY_BOUNDS_US: [u64; 11] = [
 ];
 
 /// Every `reason` label: [`Denial::code`] of each kind of denial, indexed by [`reason_index`].
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 11] = [
     "payload_too_large",
     "upstream_unavailable",
     "upstream_timeout",
@@ -61,6 +61,7 @@ pub const REASONS: [&str; 10] = [
     "invalid_token",
     "ip_blocked",
     "token_revoked",
+    "body_timeout",
 ];
 
 /// The [`REASONS`] indices of denials answered 429 or 403 (rate limited, banned, blocked).
@@ -96,6 +97,7 @@ pub fn reason_index(denial: &Denial) -> usize {
         Denial::InvalidToken => 7,
         Denial::Blocked => 8,
         Denial::Revoked => 9,
+        Denial::BodyTimeout => 10,
     }
 }
 
@@ -677,6 +679,7 @@ mod tests {
             Denial::PayloadTooLarge,
             Denial::UpstreamUnavailable,
             Denial::UpstreamTimeout,
+            Denial::BodyTimeout,
             Denial::BadRequest("x"),
             Denial::RateLimited(Exceeded {
                 name: "l".into(),

@@ -257,7 +257,10 @@ async fn answer_request(
             // A malformed token is a failed guess too, answered without asking the app.
             count_failure(&shared, &snap, &facts);
         }
-        return Ok(answer(&denial, &request_id, has_body(&req)));
+        // A malformed request (no Host, CONNECT) ends its connection too: whatever follows
+        // on it was framed by a client that does not speak HTTP/1.1 as the shield does.
+        let close = has_body(&req) || matches!(denial, Denial::BadRequest(_));
+        return Ok(answer(&denial, &request_id, close));
     }
     let client_hash = seen.client_key;
     // Only guest requests with a token, and only when guessing detection is on, are counted.
@@ -269,6 +272,7 @@ async fn answer_request(
     let upstream_uri = server.upstream.uri.clone();
     let timeout = server.upstream_timeout;
     let limit = usize::try_from(server.max_body).unwrap_or(usize::MAX);
+    let body_timeout = server.body_timeout;
     let meter = meter.clone();
     drop(snap);
 
@@ -277,6 +281,8 @@ async fn answer_request(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let (parts, body) = req.into_parts();
+    let body = forward::ClientBody::new(body, body_timeout);
+    let body_waiting = body.waiting();
     let mut up = Request::from_parts(parts, Limited::new(body, limit));
     forward::prepare(
         &mut up,
@@ -288,7 +294,7 @@ async fn answer_request(
         },
     );
     let sent = std::time::Instant::now();
-    match shared.upstream.send(up, timeout).await {
+    match shared.upstream.send(up, timeout, &body_waiting).await {
         Ok(mut resp) => {
             meter.forwarded(resp.status().as_u16(), sent.elapsed());
             shared.note_upstream_ok();
@@ -327,8 +333,9 @@ async fn answer_request(
             );
             let (guest, status) = (classified.class.is_some(), denial.status().as_u16());
             shared.recent.record_answer(guest, true, status, now_ms());
-            // A body cut off at max_body mid-stream is still partly unread: close after answering.
-            let unread = denial == Denial::PayloadTooLarge;
+            // A body cut off at max_body, or broken, is still partly unread: close after answering.
+            let unread = matches!(denial, Denial::PayloadTooLarge | Denial::BodyTimeout)
+                || denial == forward::BROKEN_BODY;
             Ok(answer(&denial, &request_id, unread))
         }
     }
@@ -414,9 +421,14 @@ pub fn ban_offence(
     }
 }
 
-/// Requests the shield refuses to forward whatever the route: no or several `Host` headers,
-/// or a declared body over the limit.
+/// Requests the shield refuses to forward whatever the route: `CONNECT` (the shield is no
+/// tunnel), no or several `Host` headers, or a declared body over the limit.
 fn check_framing(req: &Request<Incoming>, max_body: u64) -> Option<Denial> {
+    if req.method() == http::Method::CONNECT {
+        return Some(Denial::BadRequest(
+            "CONNECT is not served: this is not a forward proxy.",
+        ));
+    }
     let headers = req.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
     let first_host = hosts.next();
@@ -537,28 +549,41 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    // One slot per open connection: at max_connections the shield stops accepting (new
+    // connections wait in the kernel's backlog) until one ends, instead of running out of
+    // file descriptors. Read at start, like the listen address.
+    let max = shared.snapshot.load().loaded.config.server.max_connections;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = crate::server::stopped(&mut shutdown) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let (header_timeout, handshake_timeout) = {
+                    let (header_timeout, handshake_timeout, stall) = {
                         let server = &shared.snapshot.load().loaded.config.server;
                         let handshake = server.tls.as_ref().map(|t| t.handshake_timeout);
-                        (server.header_timeout, handshake.unwrap_or(Duration::from_secs(10)))
+                        (server.header_timeout, handshake.unwrap_or(Duration::from_secs(10)), server.body_timeout)
                     };
                     let watcher = graceful.watcher();
                     let conn_shared = shared.clone();
+                    let conn = Conn { peer: peer.ip(), header_timeout, stall, watcher, slot };
                     match &front {
                         Front::Plain => {
-                            tokio::spawn(serve_connection(conn_shared, peer.ip(), false, stream, header_timeout, watcher));
+                            tokio::spawn(serve_connection(conn_shared, false, stream, conn));
                         }
                         Front::Tls(tls) => {
                             let tls = tls.clone();
                             tokio::spawn(async move {
                                 let counts = &conn_shared.metrics.tls;
                                 if let Some(stream) = tls.handshake(stream, handshake_timeout, counts).await {
-                                    serve_connection(conn_shared, peer.ip(), true, stream, header_timeout, watcher).await;
+                                    serve_connection(conn_shared, true, stream, conn).await;
                                 }
                             });
                         }
@@ -577,18 +602,30 @@ pub async fn serve(
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
+/// What one accepted connection carries into its task.
+struct Conn {
+    peer: IpAddr,
+    header_timeout: Duration,
+    /// How long the client may leave its answer unread (`body_timeout`).
+    stall: Duration,
+    watcher: Watcher,
+    /// Its place among `max_connections`, given back when the connection ends.
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Serves HTTP/1.1 on one connection (plain or after the TLS handshake) until it closes or a
 /// graceful shutdown ends it.
-async fn serve_connection<T>(
-    shared: Arc<Shared>,
-    peer: IpAddr,
-    https: bool,
-    io: T,
-    header_timeout: Duration,
-    watcher: Watcher,
-) where
+async fn serve_connection<T>(shared: Arc<Shared>, https: bool, io: T, conn: Conn)
+where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        peer,
+        header_timeout,
+        stall,
+        watcher,
+        slot,
+    } = conn;
     let counted = shared.clone();
     let service = service_fn(move |req| handle(shared.clone(), peer, https, req));
     let conn = http1::Builder::new()
@@ -598,12 +635,16 @@ async fn serve_connection<T>(
         // max_buf_size alone only trips when the buffer fills before the head ends, and one
         // read can overshoot it: a 70 KiB head was served.
         .max_header_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(
+            TokioIo::new(crate::stall::WriteStall::new(io, stall)),
+            service,
+        );
     // hyper answers a malformed or oversized head itself, and closes a slow one; the
     // connection's error is the only trace of those requests.
     if let Err(e) = watcher.watch(conn).await {
         counted.metrics.connection_failed(&e);
     }
+    drop(slot);
 }
 
 /// Resolves once `stop` has turned true (or its sender is gone).

@@ -62,6 +62,8 @@ pub struct FileServer {
     pub tls_handshake_timeout: Option<Field<String>>,
     pub redirect_https: Option<Field<bool>>,
     pub hsts: Option<Field<String>>,
+    pub body_timeout: Option<Field<String>>,
+    pub max_connections: Option<Field<i64>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -198,6 +198,14 @@ pub struct LimitSpec {
 /// Default cap on the keys one limit tracks (about 100 bytes each).
 pub const DEFAULT_MAX_KEYS: usize = 200_000;
 
+/// Default of `server.body_timeout` (nginx's `client_body_timeout` is 60s; the shield's
+/// `upstream_timeout` is 60s, so a stalled body is named before the app is blamed).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest `server.max_connections` accepted.
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+
 /// `[server]`
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -213,6 +221,11 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The longest a body may stall: a request body the shield waits on, or an answer the
+    /// client takes no byte of.
+    pub body_timeout: Duration,
+    /// Most guest connections open at once; past it the shield stops accepting until one ends.
+    pub max_connections: usize,
     /// Where bans are kept across restarts.
     pub state_file: PathBuf,
     /// HTTPS, when `tls_listen` is set.
@@ -466,6 +479,8 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
                 "tls_handshake_timeout",
                 "redirect_https",
                 "hsts",
+                "body_timeout",
+                "max_connections",
             ],
         );
     }
@@ -513,6 +528,31 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         Duration::from_secs(30),
         parse_duration,
     );
+
+    let body_timeout = errors.parsed(
+        "server.body_timeout",
+        &s.and_then(|s| s.body_timeout.clone()),
+        DEFAULT_BODY_TIMEOUT,
+        parse_positive_duration,
+    );
+    let max_connections = errors
+        .get(
+            "server.max_connections",
+            &s.and_then(|s| s.max_connections.clone()),
+            DEFAULT_MAX_CONNECTIONS as i64,
+        )
+        .and_then(|n| match usize::try_from(n) {
+            Ok(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => Some(n),
+            _ => {
+                errors.push(
+                    "server.max_connections",
+                    format!(
+                        "{n} is out of range: allow 1 to {MAX_CONNECTIONS_CEILING} connections, and keep it below the process's open-file limit (ulimit -n) less the app connections"
+                    ),
+                );
+                None
+            }
+        });
 
     let state_file = errors
         .get(
@@ -708,6 +748,8 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             upstream_timeout: upstream_timeout?,
             max_body: max_body?,
             shutdown_grace: shutdown_grace?,
+            body_timeout: body_timeout?,
+            max_connections: max_connections?,
             state_file: state_file?,
             tls: tls?,
             redirect_https: redirect_https?,

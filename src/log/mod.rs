@@ -260,31 +260,45 @@ pub fn push_token_preview(out: &mut String, token: &str, keep: usize) {
 ///
 /// The token is found in the raw spelling and in any percent-encoded spelling (`%61bc`,
 /// `%61%62c`, upper or lower hex), because the router decodes the path before it matches the
-/// token: an attacker's encoded token is the same secret.
+/// token: an attacker's encoded token is the same secret. Raw occurrences go first: in
+/// `%abcdefgh` the decoder would read `%ab` as one byte and miss the raw `abcdefgh` behind it.
 pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
     if token.is_empty() {
         return path.to_owned();
     }
-    if !path.contains('%') {
-        // The common case: no escapes, a plain substring replacement. A match of one valid
-        // UTF-8 string inside another starts and ends on character boundaries, so the slices
-        // below cannot split a character.
-        let (hay, needle) = (path.as_bytes(), token.as_bytes());
-        let mut out = String::with_capacity(path.len());
-        let (mut copied, mut i) = (0, 0);
-        while i + needle.len() <= hay.len() {
-            if hay[i] == needle[0] && hay[i..].starts_with(needle) {
-                out.push_str(&path[copied..i]);
-                push_token_preview(&mut out, token, keep);
-                i += needle.len();
-                copied = i;
-            } else {
-                i += 1;
-            }
+    let preview = token_preview(token, keep);
+    // Raw occurrences first, in one pass. A match of one valid UTF-8 string inside another
+    // starts and ends on character boundaries, so the slices below cannot split a character.
+    let (hay, needle) = (path.as_bytes(), token.as_bytes());
+    let mut raw = String::with_capacity(path.len());
+    let (mut copied, mut i) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        if hay[i] == needle[0] && hay[i..].starts_with(needle) {
+            raw.push_str(&path[copied..i]);
+            raw.push_str(&preview);
+            i += needle.len();
+            copied = i;
+        } else {
+            i += 1;
         }
-        out.push_str(&path[copied..]);
-        return out;
     }
+    raw.push_str(&path[copied..]);
+    let out = if raw.contains('%') {
+        redact_encoded(&raw, token, &preview)
+    } else {
+        // The common case: no escapes, a plain substring replacement.
+        raw
+    };
+    match out.find(token) {
+        // Only a token that overlaps its own preview (one made of dots, say) can be rebuilt
+        // next to one: cut the path there rather than write it whole.
+        Some(at) => format!("{}{preview}", &out[..at]),
+        None => out,
+    }
+}
+
+/// [`redact_path`]'s second pass: occurrences of `token` in the percent-decoded spelling.
+fn redact_encoded(path: &str, token: &str, preview: &str) -> String {
     let raw = path.as_bytes();
     // Decode once, remembering where each decoded byte came from in the raw path.
     let mut decoded: Vec<(u8, usize, usize)> = Vec::with_capacity(raw.len());
@@ -301,7 +315,6 @@ pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
         i += 1;
     }
     let needle = token.as_bytes();
-    let preview = token_preview(token, keep);
     let mut out = String::with_capacity(path.len());
     let mut copied = 0; // raw bytes of `path` already written to `out`
     let mut j = 0;
@@ -314,7 +327,7 @@ pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
             let start = decoded[j].1;
             let end = decoded[j + needle.len() - 1].2;
             out.push_str(&path[copied..start]);
-            out.push_str(&preview);
+            out.push_str(preview);
             copied = end;
             j += needle.len();
         } else {
@@ -377,6 +390,26 @@ mod tests {
             redact_path("/g/%61%62%63%31%32%33%58%59%5a%37%38%39", "abc123XYZ789", 6),
             "/g/abc123..."
         );
+    }
+
+    #[test]
+    fn redact_path_finds_a_raw_token_behind_an_escape_that_swallows_its_start() {
+        // Found by the `log` fuzz target: `%ab` decodes as one byte, hiding the raw token.
+        let out = redact_path("/e/abcdefgh%abcdefgh", "abcdefgh", 6);
+        assert!(!out.contains("abcdefgh"), "{out}");
+        assert_eq!(out, "/e/abcd...%abcd...");
+        let out = redact_path("/api/v1/events/abcdefgh/%abcdefgh", "abcdefgh", 6);
+        assert!(!out.contains("abcdefgh"), "{out}");
+    }
+
+    #[test]
+    fn redact_path_never_writes_a_token_that_overlaps_its_preview() {
+        // ".x." becomes "....", and "...." followed by "x." spells ".x." again. (A token made
+        // only of dots is in its own preview, as in the `token` field: no path can help that.)
+        for (path, token) in [("/.x.x.", ".x."), ("/%2Ex.x.", ".x."), ("/-a--a-", "-a-")] {
+            let out = redact_path(path, token, 6);
+            assert!(!out.contains(token), "{path} {token}: {out}");
+        }
     }
 
     #[test]

@@ -247,3 +247,218 @@ impl KeepAlive {
         }
     }
 }
+
+pub mod recorder;
+pub mod spellings;
+
+/// A shield in front of an upstream the test runs itself (e.g. a [`recorder::Recorder`]).
+pub struct Fronted {
+    pub shield: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fronted {
+    pub fn addr(&self) -> SocketAddr {
+        self.shield.addr
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("joinshield.toml")
+    }
+    pub async fn log_lines(&self) -> Vec<String> {
+        self.shield.flush_log().await;
+        std::fs::read_to_string(self.dir.path().join("shield.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Starts a shield in front of `upstream` (an address), with `extra_server` lines in `[server]`
+/// and `rest` after it.
+pub async fn spawn_shield_at(upstream: SocketAddr, extra_server: &str, rest: &str) -> Fronted {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(
+        &path,
+        config_text(&format!("http://{upstream}"), extra_server, rest),
+    )
+    .unwrap();
+    let loaded =
+        joinshield::config::load(&path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
+    let shield = joinshield::start(loaded).await.unwrap();
+    Fronted { shield, dir }
+}
+
+/// Sends `raw` on a new connection and reads answers until the server closes the connection or
+/// `want` final answers have arrived (bounded by 10 s). Returns the final answers (1xx interim
+/// answers are skipped) and whether the server closed the connection.
+pub async fn exchange(addr: SocketAddr, raw: &[u8], want: usize) -> (Vec<Answer>, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // A server may close before reading everything; what it answered still counts.
+    let _ = s.write_all(raw).await;
+    read_answers(&mut s, want).await
+}
+
+/// Reads answers from `s` as [`exchange`] does.
+pub async fn read_answers(s: &mut TcpStream, want: usize) -> (Vec<Answer>, bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let interim = head.starts_with("http/1.1 1");
+            let len = if interim {
+                0
+            } else {
+                head.lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            let answer = parse(&buf[..end + 4 + len]);
+            buf.drain(..end + 4 + len);
+            if !interim {
+                answers.push(answer);
+            }
+        }
+        if answers.len() >= want {
+            return (answers, false);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return (answers, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (answers, true),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The shield binary as a child process.
+pub struct Child {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Child {
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// CPU time (user + system) the process has used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces) are split on spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `joinshield run` on a config in front of `upstream` (with `extra_server` in `[server]`
+/// and `rest` after it), behind `wrapper` (e.g. `["prlimit", "--nofile=64"]`), and returns once
+/// it printed its addresses.
+pub fn spawn_binary(
+    upstream: SocketAddr,
+    extra_server: &str,
+    rest: &str,
+    wrapper: &[&str],
+) -> Child {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joinshield.toml");
+    std::fs::write(
+        &path,
+        config_text(&format!("http://{upstream}"), extra_server, rest),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_joinshield");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, args)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(args).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    let mut child = cmd
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .parse()
+        .unwrap();
+    let admin = banner.rsplit("http://").next().unwrap().trim().to_string();
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Child {
+        child,
+        addr,
+        admin,
+        dir,
+    }
+}
+
+/// Polls `f` until it returns true, failing after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
