@@ -155,24 +155,7 @@ run_wrk() {
     local out="$WORK/wrk-$1.txt"
     timeout -k 5 $(($3 + 30)) "${LOAD_PIN[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3s" \
         --timeout 5s --latency -s "$HERE/guests.lua" "http://127.0.0.1:$2$GUEST_PATH" >"$out" 2>&1
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-            if (v ~ /m$/)  return substr(v, 1, length(v) - 1) * 60000
-            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-            return "NA"
-        }
-        / requests in /         { req = $1 }
-        /^Requests\/sec:/       { rps = $2 }
-        /^ +50%/                { p50 = ms($2) }
-        /^ +99%/                { p99 = ms($2) }
-        /Non-2xx or 3xx/        { bad = $NF }
-        /Socket errors:/        { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
-        END {
-            if (req == "" || rps == "") { print "NA NA NA NA NA NA"; exit }
-            printf "%d %.0f %.3f %.3f %d %d\n", req, rps, p50, p99, bad + 0, err + 0
-        }' "$out"
+    wrk_summary "$out"
 }
 
 TARGETS=(direct joinshield nginx haproxy)
