@@ -126,7 +126,9 @@ pub struct Alerts {
     prefix_bans: AtomicU64,
     last_prefix: Mutex<Option<PrefixBan>>,
     outcomes: [[AtomicU64; 3]; 3],
-    evaluations: AtomicU64,
+    /// How many times the counters were evaluated: a channel, so that whoever waits for the
+    /// next evaluation (tests) is woken by it instead of polling.
+    evaluations: watch::Sender<u64>,
 }
 
 impl Alerts {
@@ -151,9 +153,14 @@ impl Alerts {
         })
     }
 
-    /// How many times the counters were evaluated (tests wait for it to grow, never sleep).
+    /// How many times the counters were evaluated.
     pub fn evaluations(&self) -> u64 {
-        self.evaluations.load(Ordering::Acquire)
+        *self.evaluations.borrow()
+    }
+
+    /// Follows [`Alerts::evaluations`]: `wait_for` on it resolves when an evaluation happens.
+    pub fn watch_evaluations(&self) -> watch::Receiver<u64> {
+        self.evaluations.subscribe()
     }
 }
 
@@ -357,7 +364,7 @@ pub async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
             // happens from then on.
             evaluator = Evaluator::new(Instant::now(), &reading);
         }
-        shared.alerts.evaluations.fetch_add(1, Ordering::Release);
+        shared.alerts.evaluations.send_modify(|n| *n += 1);
     }
     drop(tx);
     sender.abort();

@@ -155,18 +155,14 @@ async fn wait_for_line(shield: &joinshield::Running, dir: &Path, parts: &[&str])
     }
 }
 
-/// Waits until the alert task has evaluated `n` more times.
+/// Waits until the alert task has evaluated `n` more times (woken by each evaluation).
 async fn wait_evaluations(shield: &joinshield::Running, n: u64) {
-    let alerts = &shield.shared.alerts;
-    let target = alerts.evaluations() + n;
-    let start = Instant::now();
-    while alerts.evaluations() < target {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the alert task stopped evaluating"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut evaluations = shield.shared.alerts.watch_evaluations();
+    let target = *evaluations.borrow_and_update() + n;
+    tokio::time::timeout(DEADLINE, evaluations.wait_for(|done| *done >= target))
+        .await
+        .expect("the alert task stopped evaluating")
+        .expect("the alert task ended");
 }
 
 fn alerts_total(shield: &joinshield::Running, kind: &str, result: &str) -> u64 {

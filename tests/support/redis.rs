@@ -1,10 +1,11 @@
 //! A private `redis-server` on an ephemeral loopback port, without persistence, killed on drop.
 //! Without the program the caller skips, loudly, except under CI (`CI` set), where it fails.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -34,7 +35,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -47,31 +48,15 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
+        let stdout = child.stdout.take();
         self.child = Some(child);
-        self.wait_ready();
-        Ok(())
-    }
-
-    /// Polls until the server answers PING (bounded: 10 s).
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                if s.write_all(b"PING\r\n").is_ok() {
-                    let mut buf = [0u8; 7];
-                    if std::io::Read::read_exact(&mut s, &mut buf).is_ok() && &buf == b"+PONG\r\n" {
-                        return;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(stdout) = stdout {
+            wait_ready(stdout);
         }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -91,6 +76,25 @@ impl RedisServer {
         self.kill();
         self.spawn().expect("redis-server restarts");
     }
+}
+
+/// Waits (at most 10 s) for the line redis-server logs once it accepts connections: an event,
+/// not a poll. The reader thread keeps draining the log so the server never blocks on it.
+fn wait_ready(stdout: std::process::ChildStdout) {
+    let (ready, is_ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("Ready to accept connections") {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
+        }
+    });
+    is_ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("redis-server did not say it was ready within 10 s");
 }
 
 impl Drop for RedisServer {
