@@ -240,20 +240,15 @@ impl Default for LogConfig {
 /// At most half of the token's characters are ever shown, so a short token (a malformed one, or
 /// a `keep` set too high) never appears whole: `token_preview("abcd", 6)` is `"ab..."`.
 pub fn token_preview(token: &str, keep: usize) -> String {
-    let mut out = String::with_capacity(keep.min(token.len()) + 3);
-    push_token_preview(&mut out, token, keep);
-    out
-}
-
-/// Appends [`token_preview`] of `token` to `out`.
-pub fn push_token_preview(out: &mut String, token: &str, keep: usize) {
     let shown = keep.min(token.chars().count() / 2);
     let end = token
         .char_indices()
         .nth(shown)
         .map_or(token.len(), |(i, _)| i);
+    let mut out = String::with_capacity(end + 3);
     out.push_str(&token[..end]);
     out.push_str("...");
+    out
 }
 
 /// `path` with every occurrence of `token` replaced by its preview.
@@ -267,20 +262,16 @@ pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
         return path.to_owned();
     }
     let preview = token_preview(token, keep);
-    // Raw occurrences first, in one pass. A match of one valid UTF-8 string inside another
-    // starts and ends on character boundaries, so the slices below cannot split a character.
-    let (hay, needle) = (path.as_bytes(), token.as_bytes());
+    // Raw occurrences first. memmem's search is linear in the path whatever the token: a naive
+    // scan would cost path × token byte comparisons, and a client chooses both (64 KiB of head).
+    // A match of one valid UTF-8 string inside another starts and ends on character boundaries,
+    // so the slices below cannot split a character.
     let mut raw = String::with_capacity(path.len());
-    let (mut copied, mut i) = (0, 0);
-    while i + needle.len() <= hay.len() {
-        if hay[i] == needle[0] && hay[i..].starts_with(needle) {
-            raw.push_str(&path[copied..i]);
-            raw.push_str(&preview);
-            i += needle.len();
-            copied = i;
-        } else {
-            i += 1;
-        }
+    let mut copied = 0;
+    for at in memchr::memmem::find_iter(path.as_bytes(), token.as_bytes()) {
+        raw.push_str(&path[copied..at]);
+        raw.push_str(&preview);
+        copied = at + token.len();
     }
     raw.push_str(&path[copied..]);
     let out = if raw.contains('%') {
@@ -314,25 +305,16 @@ fn redact_encoded(path: &str, token: &str, preview: &str) -> String {
         decoded.push((raw[i], i, i + 1));
         i += 1;
     }
-    let needle = token.as_bytes();
+    let bytes: Vec<u8> = decoded.iter().map(|d| d.0).collect();
     let mut out = String::with_capacity(path.len());
     let mut copied = 0; // raw bytes of `path` already written to `out`
-    let mut j = 0;
-    while j + needle.len() <= decoded.len() {
-        let hit = decoded[j..j + needle.len()]
-            .iter()
-            .zip(needle)
-            .all(|(d, n)| d.0 == *n);
-        if hit {
-            let start = decoded[j].1;
-            let end = decoded[j + needle.len() - 1].2;
-            out.push_str(&path[copied..start]);
-            out.push_str(preview);
-            copied = end;
-            j += needle.len();
-        } else {
-            j += 1;
-        }
+                        // Linear in the path, like the raw pass (memmem yields non-overlapping matches).
+    for j in memchr::memmem::find_iter(&bytes, token.as_bytes()) {
+        let start = decoded[j].1;
+        let end = decoded[j + token.len() - 1].2;
+        out.push_str(&path[copied..start]);
+        out.push_str(preview);
+        copied = end;
     }
     out.push_str(&path[copied..]);
     out
@@ -366,6 +348,20 @@ mod tests {
         assert_eq!(token_preview("abcd", 6), "ab...");
         assert_eq!(token_preview("a", 6), "...");
         assert_eq!(token_preview("", 6), "...");
+    }
+
+    #[test]
+    fn redact_path_matches_a_plain_replacement_on_raw_paths_even_the_adversarial_ones() {
+        // A token that almost matches everywhere (the worst case of a naive scan) is redacted
+        // exactly as str::replace would, left to right and without overlaps.
+        let token = format!("{}b", "a".repeat(2000));
+        let path = format!("/api/v1/events/{token}/{}", "a".repeat(6000));
+        let preview = token_preview(&token, 6);
+        assert_eq!(
+            redact_path(&path, &token, 6),
+            path.replace(&token, &preview)
+        );
+        assert_eq!(redact_path("/x/aaaa/aa", "aa", 6), "/x/a...a.../a...");
     }
 
     #[test]
