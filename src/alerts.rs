@@ -523,15 +523,19 @@ mod tests {
         assert_eq!(e.evaluate(&s, t0 + Duration::from_secs(600), &bad).len(), 1);
     }
 
+    /// A reading with `n` denials since the start and nothing else.
+    fn denials(n: u64) -> Reading {
+        Reading {
+            denials_total: n,
+            ..Reading::default()
+        }
+    }
+
     #[test]
     fn denials_over_the_rate_within_a_minute_alert_and_old_ones_do_not_count() {
         let t0 = Instant::now();
         let mut e = Evaluator::new(t0, &Reading::default());
         let s = spec();
-        let denials = |n| Reading {
-            denials_total: n,
-            ..Reading::default()
-        };
         // 600 in the first 30 s is not over 600/min; 601 is.
         assert!(e
             .evaluate(&s, t0 + Duration::from_secs(30), &denials(600))
@@ -554,10 +558,6 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Evaluator::new(t0, &Reading::default());
         let s = spec();
-        let denials = |n| Reading {
-            denials_total: n,
-            ..Reading::default()
-        };
         assert!(e
             .evaluate(&s, t0 + Duration::from_secs(1), &denials(500))
             .is_empty());
