@@ -2,6 +2,7 @@
 //! socket client that sends exactly the bytes a test gives it.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod promtool;
 pub mod redis;
 
