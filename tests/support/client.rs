@@ -29,6 +29,9 @@ const MAX_HEAD: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     /// The server closed cleanly: end of stream (FIN), and over TLS a `close_notify` before it.
+    /// A reset that the kernel receives after the FIN cannot be seen by reading (Linux reports
+    /// the end of stream from then on); what such a reset costs a client still sending shows
+    /// in [`Sent`], which is why uploads are checked with [`Conn::upload`].
     Closed,
     /// The server reset the connection (RST, ECONNRESET).
     Reset,
