@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{admin, get, spawn_shield_admin, Answer, Harness};
+use support::{admin, from, spawn_shield_admin, Harness};
 
 const NOISY: &str = "203.0.113.50";
 const QUIET: &str = "198.51.100.7";
@@ -14,10 +14,6 @@ const REST: &str = "[[limit]]\nname = \"guest-token\"\nroutes = [\"*\"]\nkey = \
     rate = \"1/h\"\nburst = 1\n\n\
     [enumeration]\nmax_failures = 100\nprefix_max_failures = 100\nwindow = \"10m\"\n\
     ban = \"15m\"\nmax_ban = \"24h\"\n";
-
-async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
-    get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
-}
 
 /// The noisy client guesses 8 tokens (8 failed tokens) and repeats one 6 times (6 denials);
 /// the quiet one guesses once and repeats once; a good token is forwarded once.
@@ -164,19 +160,8 @@ async fn bad_queries_are_422_with_the_fix_and_no_token_is_401() {
 
 /// Runs `joinshield ctl ARGS` against `h` with `token`; returns success and stdout.
 async fn ctl(h: &Harness, token: &str, args: &[&str]) -> (bool, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"));
-    cmd.arg("ctl")
-        .args(args)
-        .arg("--admin")
-        .arg(format!("http://{}", h.shield.admin_addr))
-        .env("JOINSHIELD_ADMIN_TOKEN", token);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let ran = support::ctl(h.shield.admin_addr, token, args).await;
+    (ran.success(), ran.stdout)
 }
 
 #[tokio::test]

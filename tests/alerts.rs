@@ -4,137 +4,75 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::get;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use support::recorder::{self, Mode, Recorder};
+use support::{closed_port, get, log_lines, spawn_shield_at};
 
 /// How long any one wait may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// A webhook receiver: records each body; answers 200, or never answers (`hang`).
+/// A webhook receiver: the strict recording upstream, answering 200, or never (`hang`).
 struct Receiver {
-    addr: SocketAddr,
-    bodies: mpsc::UnboundedReceiver<String>,
-    accepted: Arc<Notify>,
+    rec: Recorder,
+    /// Alerts already taken by the test.
+    taken: usize,
 }
 
 impl Receiver {
     async fn start(hang: bool) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, bodies) = mpsc::unbounded_channel();
-        let accepted = Arc::new(Notify::new());
-        let notify = accepted.clone();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let body = read_request(&mut stream).await;
-                let _ = tx.send(body);
-                notify.notify_one();
-                if hang {
-                    // Keep the connection open and silent.
-                    held.push(stream);
-                } else {
-                    let _ = stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                        )
-                        .await;
-                }
-            }
-        });
+        let mode = if hang { Mode::Hold } else { Mode::Answer };
         Receiver {
-            addr,
-            bodies,
-            accepted,
+            rec: recorder::spawn(mode).await,
+            taken: 0,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/services/T000/B000/secret", self.addr)
+        format!("http://{}/services/T000/B000/secret", self.rec.addr)
     }
 
-    /// The `text` of the next alert, within the deadline.
+    /// Waits (bounded) until the shield's next alert request has arrived whole.
+    async fn arrived(&self) {
+        self.rec.wait_for(self.taken + 1).await;
+    }
+
+    /// The `text` of the next alert, within the recorder's bound.
     async fn next_text(&mut self) -> String {
-        let body = tokio::time::timeout(DEADLINE, self.bodies.recv())
-            .await
-            .expect("an alert within the deadline")
-            .expect("the receiver runs");
-        let v: serde_json::Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-        let obj = v.as_object().expect("a JSON object");
-        assert_eq!(obj.len(), 1, "Slack's shape is {{\"text\": ...}}: {body}");
-        obj["text"].as_str().expect("text is a string").to_string()
+        self.arrived().await;
+        let body = self.take(self.taken);
+        self.taken += 1;
+        text_of(&body)
     }
 
-    /// Every alert text received so far.
+    /// Every alert text received and not taken yet.
     fn received(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(b) = self.bodies.try_recv() {
-            out.push(b);
-        }
+        let n = self.rec.parsed().len();
+        let out = (self.taken..n).map(|i| text_of(&self.take(i))).collect();
+        self.taken = n;
         out
     }
-}
 
-/// Reads one request (head, then Content-Length bytes) and returns its body.
-async fn read_request(stream: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            assert!(
-                head.starts_with("post /services/t000/b000/secret http/1.1"),
-                "{head}"
-            );
-            assert!(head.contains("content-type: application/json"), "{head}");
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-            }
-        }
-        match tokio::time::timeout(DEADLINE, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return String::from_utf8_lossy(&buf).into_owned(),
-        }
+    /// The body of request `i`, checked to be the webhook's POST of JSON.
+    fn take(&self, i: usize) -> String {
+        let request = &self.rec.parsed()[i];
+        assert_eq!(
+            (request.method.as_str(), request.target.as_str()),
+            ("POST", "/services/T000/B000/secret")
+        );
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        String::from_utf8_lossy(&request.body).into_owned()
     }
 }
 
-/// An address nothing listens on.
-async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
-}
-
-/// Starts a shield in front of `upstream` with `rest` after `[server]`, logging to a file.
-async fn shield(upstream: &str, rest: &str) -> (joinshield::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("joinshield.toml");
-    std::fs::write(&path, support::config_text(upstream, "", rest)).unwrap();
-    let loaded = joinshield::config::load(&path).unwrap_or_else(|e| panic!("refused: {e:?}"));
-    (joinshield::start(loaded).await.unwrap(), dir)
-}
-
-async fn log_lines(shield: &joinshield::Running, dir: &Path) -> Vec<String> {
-    shield.flush_log().await;
-    std::fs::read_to_string(dir.join("shield.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+/// The `text` of an alert body, which must have Slack's shape.
+fn text_of(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    let obj = v.as_object().expect("a JSON object");
+    assert_eq!(obj.len(), 1, "Slack's shape is {{\"text\": ...}}: {body}");
+    obj["text"].as_str().expect("text is a string").to_string()
 }
 
 /// Waits until a log line contains every one of `parts`, and returns it.
@@ -179,7 +117,7 @@ const TOKEN: &str = "/api/v1/events/demo-synthetic01";
 #[tokio::test]
 async fn a_failing_app_raises_one_error_rate_alert_per_cooldown() {
     let mut hook = Receiver::start(false).await;
-    let app = closed_port().await;
+    let app = closed_port();
     // 25 requests pass the limit and fail (502); later ones are refused with 429. (25, not the
     // 20 the alert needs, so that a minute boundary between the requests and the evaluation,
     // which weighs the older minute down, cannot hide them.)
@@ -188,7 +126,8 @@ async fn a_failing_app_raises_one_error_rate_alert_per_cooldown() {
          [alerts]\nwebhook = \"{}\"\nerror_rate = 0.5\ndenial_rate = \"5/min\"\ncooldown = \"1h\"\n",
         hook.url()
     );
-    let (shield, dir) = shield(&format!("http://{app}"), &rest).await;
+    let f = spawn_shield_at(app, "", &rest).await;
+    let (shield, dir) = (f.shield, f.dir);
     for _ in 0..25 {
         assert_eq!(get(shield.addr, TOKEN, "").await.status, 502);
     }
@@ -266,14 +205,12 @@ async fn a_hanging_webhook_slows_no_guest_request_and_is_given_up() {
         hook.url()
     );
     let h = support::spawn_shield("", &rest).await;
-    let accepted = hook.accepted.notified();
     assert_eq!(get(h.addr(), TOKEN, "").await.status, 200);
     for _ in 0..3 {
         assert_eq!(get(h.addr(), TOKEN, "").await.status, 429);
     }
-    tokio::time::timeout(DEADLINE, accepted)
-        .await
-        .expect("the shield connects to the webhook");
+    // The shield connects to the webhook and sends its request whole.
+    hook.arrived().await;
     // The webhook holds the alert; guests are answered all the same, each within support's
     // 10 s read bound (these are not timings, only answers).
     for i in 0..50 {
@@ -298,7 +235,7 @@ async fn a_hanging_webhook_slows_no_guest_request_and_is_given_up() {
 
 #[tokio::test]
 async fn a_refused_webhook_connection_is_logged_and_counted() {
-    let nowhere = closed_port().await;
+    let nowhere = closed_port();
     let rest = format!(
         "[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"1/h\"\nburst = 1\n\n\
          [alerts]\nwebhook = \"http://{nowhere}/hook\"\ndenial_rate = \"2/min\"\n"

@@ -2,23 +2,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_joinshield");
+use support::{check, run_bin, spawn_binary, standin};
 
 #[test]
 fn check_accepts_the_shipped_config() {
-    let out = Command::new(BIN)
-        .args(["check", "-c", "config/joinshield.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = check(Path::new("config/joinshield.toml"));
+    assert!(out.success(), "{}", out.stderr);
+    let stdout = &out.stdout;
     assert!(
         stdout.contains("upstream    http://127.0.0.1:8000"),
         "{stdout}"
@@ -35,18 +27,9 @@ fn check_prints_the_alerts_without_the_webhooks_secret_path() {
         "[server]\nupstream = \"http://127.0.0.1:8000\"\n[alerts]\nwebhook = \"http://relay:8080/hooks/T1/secret\"\ndenial_rate = \"20/s\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = check(&path);
+    assert!(out.success(), "{}", out.stderr);
+    let stdout = &out.stdout;
     let line = stdout
         .lines()
         .find(|l| l.contains("alerts"))
@@ -68,14 +51,9 @@ fn check_reports_every_error_with_file_line_and_key() {
         "[server]\nlisten = \"x\"\nupstrem = \"http://a:1\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = check(&path);
+    assert_eq!(out.code, Some(1));
+    let stderr = &out.stderr;
     assert!(stderr.contains("bad.toml:2: server.listen"), "{stderr}");
     assert!(
         stderr.contains("bad.toml:3: server.upstrem: unknown key"),
@@ -86,56 +64,18 @@ fn check_reports_every_error_with_file_line_and_key() {
 
 #[tokio::test]
 async fn run_serves_until_sigterm_then_exits_zero() {
-    let app = joinshield::standin::spawn("127.0.0.1:0".parse().unwrap(), false)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        support::config_text(&format!("http://{}", app.addr), "", ""),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let banner = lines.next().unwrap().unwrap();
-    let addr: std::net::SocketAddr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin = banner.rsplit("http://").next().unwrap().trim().to_string();
-    let a = support::get(addr, "/api/v1/events/demo-wedding-2026", "").await;
+    let app = standin().await;
+    let child = spawn_binary(app.addr, "", "", &[]);
+    let admin = child.admin.clone();
+    let a = support::get(child.addr, "/api/v1/events/demo-wedding-2026", "").await;
     assert_eq!(a.status, 200);
-    let health = Command::new(BIN)
-        .args(["healthcheck", "--admin", &admin])
-        .status()
-        .unwrap();
-    assert!(health.success());
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    assert!(run_bin(["healthcheck", "--admin", &admin]).success());
+    child.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait_exit())
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let unhealthy = Command::new(BIN)
-        .args(["healthcheck", "--admin", &admin])
-        .status()
-        .unwrap();
-    assert!(!unhealthy.success());
+    assert!(!run_bin(["healthcheck", "--admin", &admin]).success());
 }
 
 #[test]
@@ -144,14 +84,9 @@ fn check_names_a_missing_list_and_warns_about_allowed_and_blocked_clients() {
     let path = dir.path().join("c.toml");
     let base = "[server]\nupstream = \"http://127.0.0.1:1\"\n[lists]\nblocklist = \"block.txt\"\nallowlist = \"allow.txt\"\n";
     std::fs::write(&path, base).unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = check(&path);
+    assert_eq!(out.code, Some(1));
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("block.txt") && stderr.contains("allow.txt"),
         "{stderr}"
@@ -163,18 +98,9 @@ fn check_names_a_missing_list_and_warns_about_allowed_and_blocked_clients() {
         "198.51.100.9 reason=\"monitor\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = check(&path);
+    assert!(out.success(), "{}", out.stderr);
+    let stdout = &out.stdout;
     assert!(
         stdout.contains(
             "warning: 198.51.100.9/32 is in the allowlist and 198.51.100.0/24 in the blocklist"
@@ -192,13 +118,8 @@ fn check_names_a_missing_list_and_warns_about_allowed_and_blocked_clients() {
         "198.51.100.0/24\n203.0.113.7 reason=\"cut sho",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = check(&path);
+    assert_eq!(out.code, Some(1));
+    let stderr = &out.stderr;
     assert!(stderr.contains("block.txt:2"), "{stderr}");
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::redis::RedisServer;
 use support::*;
@@ -40,16 +40,6 @@ async fn wait_link(h: &Harness, up: bool) {
         .unwrap();
 }
 
-/// Polls `check` until it holds (bounded: 10 s); returns how long it took.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
 fn banned(h: &Harness, ip: &str) -> bool {
     let ip: IpAddr = ip.parse().unwrap();
     h.shield
@@ -61,21 +51,9 @@ fn banned(h: &Harness, ip: &str) -> bool {
 
 /// Runs `joinshield ctl ARGS` against `h`; returns its output (it must succeed).
 async fn ctl(h: &Harness, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"));
-    cmd.arg("ctl")
-        .args(args)
-        .arg("--admin")
-        .arg(format!("http://{}", h.shield.admin_addr))
-        .env("JOINSHIELD_ADMIN_TOKEN", TOKEN);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
-    get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
+    let ran = support::ctl(h.shield.admin_addr, TOKEN, args).await;
+    assert!(ran.success(), "{:?}: {}", ran.code, ran.text());
+    ran.stdout
 }
 
 #[tokio::test]
@@ -95,7 +73,7 @@ async fn a_ban_made_on_one_replica_is_enforced_by_the_others_and_so_is_its_lifti
     )
     .await;
     assert_eq!(made.status, 201, "{}", made.text());
-    let took = eventually("the ban reaches b and c", || {
+    let took = eventually(10, "the ban reaches b and c", || async {
         banned(&b, "203.0.113.9") && banned(&c, "203.0.113.9")
     })
     .await;
@@ -113,7 +91,7 @@ async fn a_ban_made_on_one_replica_is_enforced_by_the_others_and_so_is_its_lifti
     assert_eq!(ban["source"], "manual");
     assert_eq!(ban["reason"], "SEV-2 scraping");
     // Every replica sees the others alive.
-    eventually("three replicas alive", || {
+    eventually(10, "three replicas alive", || async {
         a.shield.shared.cluster.as_ref().unwrap().replicas().len() == 3
     })
     .await;
@@ -150,7 +128,7 @@ async fn a_ban_made_on_one_replica_is_enforced_by_the_others_and_so_is_its_lifti
     )
     .await;
     assert_eq!(lifted.status, 200, "{}", lifted.text());
-    eventually("the unban reaches a and b", || {
+    eventually(10, "the unban reaches a and b", || async {
         !banned(&a, "203.0.113.9") && !banned(&b, "203.0.113.9")
     })
     .await;
@@ -170,7 +148,7 @@ async fn guessing_spread_over_replicas_is_banned_as_fast_as_against_one() {
         let answer = from(h, "198.51.100.77", &format!("/api/v1/events/guess-{i:06}")).await;
         assert_eq!(answer.status, 404, "guess {i}");
     }
-    eventually("the guesser is banned on both", || {
+    eventually(10, "the guesser is banned on both", || async {
         banned(&a, "198.51.100.77") && banned(&b, "198.51.100.77")
     })
     .await;
@@ -252,9 +230,9 @@ async fn a_limit_without_shared_holds_per_replica() {
     assert_eq!(passed, 8);
 }
 
-/// Keep-alive load from `clients` addresses against `h`; returns the statuses seen.
+/// Keep-alive load of `n` requests from as many addresses against `h`; returns the statuses.
 async fn load(h: &Harness, n: usize, offset: usize) -> Vec<u16> {
-    let mut conn = KeepAlive::connect(h.addr()).await.unwrap();
+    let mut conn = Conn::open(h.addr()).await;
     let mut statuses = Vec::with_capacity(n);
     for i in 0..n {
         let raw = format!(
@@ -262,7 +240,7 @@ async fn load(h: &Harness, n: usize, offset: usize) -> Vec<u16> {
             (i + offset) / 200 % 250,
             (i + offset) % 200 + 1
         );
-        let answer = conn.request(raw.as_bytes()).await.expect("an answer");
+        let answer = conn.request(&raw).await;
         statuses.push(answer.status);
     }
     statuses
@@ -286,13 +264,16 @@ async fn redis_dying_under_load_fails_no_guest_request_and_the_cluster_converges
     )
     .await;
     assert_eq!(before.status, 201);
-    eventually("b has the first ban", || banned(&b, "203.0.113.5")).await;
+    eventually(10, "b has the first ban", || async {
+        banned(&b, "203.0.113.5")
+    })
+    .await;
 
     // Load on both replicas; Redis is killed while it runs.
     let (la, lb) = (load(&a, 300, 0), load(&b, 300, 1000));
     let killer = async {
         // Kill once both replicas have answered some of the load (an event, not a sleep).
-        eventually("load under way", || {
+        eventually(10, "load under way", || async {
             a.upstream_requests() >= 50 && b.upstream_requests() >= 50
         })
         .await;
@@ -334,7 +315,7 @@ async fn redis_dying_under_load_fails_no_guest_request_and_the_cluster_converges
     redis.restart();
     wait_link(&a, true).await;
     wait_link(&b, true).await;
-    eventually("b learns the ban made during the outage", || {
+    eventually(10, "b learns the ban made during the outage", || async {
         banned(&b, "203.0.113.6")
     })
     .await;
@@ -396,7 +377,7 @@ async fn a_replica_whose_redis_is_unreachable_serves_from_local_state_and_says_s
     assert_eq!(status["cluster"]["state"], "fallback");
     // Wait for a few reconnection attempts: they are counted, and warned about once.
     let cluster = h.shield.shared.cluster.clone().unwrap();
-    eventually("three failed connection attempts", || {
+    eventually(10, "three failed connection attempts", || async {
         cluster.link.errors()[1] + cluster.link.errors()[0] >= 3
     })
     .await;

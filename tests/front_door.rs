@@ -5,7 +5,6 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const T: &str = "demo-wedding-2026";
@@ -66,7 +65,7 @@ async fn hop_by_hop_headers_and_connection_named_headers_are_not_forwarded() {
     let raw = "GET /__standin/echo HTTP/1.1\r\nHost: app.test\r\nConnection: close, x-private\r\n\
                x-private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\n\
                TE: trailers\r\nX-Request-Id: trace-42\r\nX-Other: kept\r\n\r\n";
-    let a = parse(&send_raw(h.addr(), raw.as_bytes()).await);
+    let a = request(h.addr(), raw).await;
     let headers = echo_headers(&a);
     for gone in [
         "x-private",
@@ -87,7 +86,7 @@ async fn hop_by_hop_headers_and_connection_named_headers_are_not_forwarded() {
 async fn absolute_form_target_is_forwarded_by_its_path_with_its_host() {
     let h = spawn_shield("", "").await;
     let raw = "GET http://guests.example/__standin/echo?x=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n";
-    let a = parse(&send_raw(h.addr(), raw.as_bytes()).await);
+    let a = request(h.addr(), raw).await;
     let body = a.json();
     assert_eq!(body["target"], "/__standin/echo?x=1");
     assert_eq!(body["headers"]["host"], "guests.example");
@@ -96,15 +95,13 @@ async fn absolute_form_target_is_forwarded_by_its_path_with_its_host() {
 #[tokio::test]
 async fn a_request_without_host_is_refused() {
     let h = spawn_shield("", "").await;
-    let a = parse(&send_raw(h.addr(), b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await);
+    let a = request(h.addr(), "GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert_eq!(a.status, 400);
-    let a = parse(
-        &send_raw(
-            h.addr(),
-            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
-        )
-        .await,
-    );
+    let a = request(
+        h.addr(),
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(a.status, 400);
     assert_eq!(h.upstream_requests(), 0);
 }
@@ -116,20 +113,12 @@ async fn upload_body_streams_through_whole() {
     let head = format!(
         "POST /api/v1/events/{T}/photos HTTP/1.1\r\nHost: app.test\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
     );
-    let mut s = TcpStream::connect(h.addr()).await.unwrap();
-    s.write_all(head.as_bytes()).await.unwrap();
-    let chunk = vec![b'p'; 64 * 1024];
-    for _ in 0..size / chunk.len() {
-        s.write_all(&chunk).await.unwrap();
-    }
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let a = parse(&buf);
+    // Written whole before anything is read, as a browser's fetch does.
+    let mut conn = Conn::open(h.addr()).await.bound(Duration::from_secs(20));
+    let a = conn.upload(&head, &vec![b'p'; size]).await.whole();
     assert_eq!(a.status, 201, "{}", a.text());
     assert_eq!(a.json()["data"]["bytes"], size as u64);
+    conn.closed().await;
 }
 
 #[tokio::test]
@@ -141,13 +130,16 @@ async fn declared_body_over_max_body_is_413_and_never_forwarded() {
         "POST /api/v1/events/{T}/photos HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2048\r\n\r\n{smuggled}{}",
         "x".repeat(2048 - smuggled.len())
     );
-    let bytes = send_raw(h.addr(), raw.as_bytes()).await;
-    let a = parse(&bytes);
-    assert_eq!(a.status, 413);
+    let x = exchange(h.addr(), raw).await;
+    assert_eq!(x.statuses(), [413]);
+    assert_eq!(x.end, End::Closed);
+    let a = &x.answers[0];
     assert_eq!(a.json()["error"]["code"], "payload_too_large");
     assert_eq!(a.header("content-type"), Some("application/json"));
     assert_eq!(
-        String::from_utf8_lossy(&bytes).matches("HTTP/1.1").count(),
+        String::from_utf8_lossy(&x.received)
+            .matches("HTTP/1.1")
+            .count(),
         1
     );
     assert_eq!(h.upstream_requests(), 0);
@@ -161,7 +153,7 @@ async fn chunked_body_running_past_max_body_is_413() {
         raw.push_str(&format!("400\r\n{}\r\n", "y".repeat(1024)));
     }
     raw.push_str("0\r\n\r\n");
-    let a = parse(&send_raw(h.addr(), raw.as_bytes()).await);
+    let a = request(h.addr(), raw).await;
     assert_eq!(a.status, 413, "{}", a.text());
     assert_eq!(
         h.app
@@ -174,26 +166,11 @@ async fn chunked_body_running_past_max_body_is_413() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_502_json() {
-    // Reserve a port, then free it: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        config_text(&format!("http://127.0.0.1:{port}"), "", ""),
-    )
-    .unwrap();
-    let shield = joinshield::start(joinshield::config::load(&path).unwrap())
-        .await
-        .unwrap();
-    let a = get(shield.addr, &format!("/api/v1/events/{T}"), "").await;
+    let f = spawn_shield_at(closed_port(), "", "").await;
+    let a = get(f.addr(), &format!("/api/v1/events/{T}"), "").await;
     assert_eq!(a.status, 502);
     assert_eq!(a.json()["error"]["code"], "upstream_unavailable");
-    let ready = get(shield.admin_addr, "/readyz", "").await;
+    let ready = get(f.shield.admin_addr, "/readyz", "").await;
     assert_eq!(ready.status, 503);
 }
 
@@ -208,13 +185,13 @@ async fn slow_upstream_is_504_json() {
 #[tokio::test]
 async fn slow_request_head_is_cut_off_after_header_timeout() {
     let h = spawn_shield("header_timeout = \"300ms\"", "").await;
-    let mut s = TcpStream::connect(h.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the connection was still open after 5 s");
+    let mut conn = Conn::open(h.addr()).await.bound(Duration::from_secs(5));
+    conn.send("GET / HTTP/1.1\r\nHost: app.test\r\n").await;
+    // Closed cleanly, without an answer (hyper ends a slow head silently).
+    assert_eq!(
+        conn.answer_or_end().await.map(|a| a.status),
+        Err(End::Closed)
+    );
     assert_eq!(h.upstream_requests(), 0);
 }
 
@@ -225,8 +202,7 @@ async fn oversized_request_head_is_refused() {
         "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200 * 1024)
     );
-    let bytes = send_raw(h.addr(), raw.as_bytes()).await;
-    let a = parse(&bytes);
+    let a = request(h.addr(), raw).await;
     assert_eq!(a.status, 431);
     assert_eq!(h.upstream_requests(), 0);
 }
@@ -246,13 +222,13 @@ async fn keep_alive_connection_serves_several_requests() {
     let one = format!("GET /api/v1/events/{T} HTTP/1.1\r\nHost: app.test\r\n\r\n");
     let last =
         format!("GET /api/v1/events/{T} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
-    let bytes = send_raw(h.addr(), format!("{one}{one}{last}").as_bytes()).await;
-    assert_eq!(
-        String::from_utf8_lossy(&bytes)
-            .matches("HTTP/1.1 200")
-            .count(),
-        3
-    );
+    // Pipelined on one connection: three whole answers, then the close the last one asked for.
+    let mut conn = Conn::open(h.addr()).await;
+    conn.send(format!("{one}{one}{last}")).await;
+    for i in 0..3 {
+        assert_eq!(conn.answer().await.status, 200, "answer {i}");
+    }
+    conn.closed().await;
 }
 
 #[tokio::test]

@@ -11,10 +11,6 @@ fn enumeration(max: u32, prefix_max: u32) -> String {
     )
 }
 
-async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
-    get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
-}
-
 #[tokio::test]
 async fn a_guesser_is_banned_after_exactly_max_failures_distinct_tokens() {
     let h = spawn_shield("", &enumeration(5, 100)).await;
@@ -165,12 +161,7 @@ async fn bans_survive_a_restart_and_can_be_lifted() {
     assert_eq!(bad.status, 422);
 
     // Restart: stop (which saves the state file), then start on the same config.
-    let support::Harness { shield, app, dir } = h;
-    shield.shutdown().await;
-    let path = dir.path().join("joinshield.toml");
-    let loaded = joinshield::config::load(&path).unwrap();
-    let shield = joinshield::start(loaded).await.unwrap();
-    let h = support::Harness { shield, app, dir };
+    let h = h.restart().await;
     assert_eq!(from(&h, "203.0.113.30", "/").await.status, 429);
     assert_eq!(from(&h, "192.0.2.77", "/").await.status, 429);
     let listed = admin(&h, "GET", "/admin/bans", Some("guess-admin"), "").await;

@@ -10,8 +10,6 @@ mod support;
 
 use support::recorder::{self, Mode, Recorder};
 use support::*;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// A request the shield must never pass on undecided: a paused guest route.
 const SMUGGLED: &str = "GET /api/v1/events/SMUGGLEDtoken1 HTTP/1.1\r\nHost: app.test\r\n\r\n";
@@ -26,33 +24,32 @@ async fn setup() -> (Recorder, Fronted) {
     (rec, shield)
 }
 
-fn statuses(answers: &[Answer]) -> Vec<u16> {
-    answers.iter().map(|a| a.status).collect()
-}
-
-/// Sends `raw`, expects the first answer's status in `allowed` and the connection closed after
-/// at most `max_answers` answers; then checks the upstream never saw the smuggled request.
+/// Sends `raw`, expects the first answer's status in `allowed`, every later one refused, and
+/// the connection closed cleanly after them; then checks the upstream never saw the smuggled
+/// request.
 async fn refused(case: &str, raw: &[u8], allowed: &[u16]) {
     let (rec, shield) = setup().await;
-    let (answers, closed) = exchange(shield.addr(), raw, 3).await;
+    let x = exchange(shield.addr(), raw).await;
     assert!(
-        !answers.is_empty(),
+        !x.answers.is_empty(),
         "{case}: no answer at all (the client must learn why)"
     );
     assert!(
-        allowed.contains(&answers[0].status),
+        allowed.contains(&x.answers[0].status),
         "{case}: answered {:?}, expected one of {allowed:?}: {}",
-        statuses(&answers),
-        answers[0].text()
+        x.statuses(),
+        x.answers[0].text()
     );
     assert!(
-        answers.iter().skip(1).all(|a| a.status >= 400),
+        x.answers.iter().skip(1).all(|a| a.status >= 400),
         "{case}: a later answer was forwarded: {:?}",
-        statuses(&answers)
+        x.statuses()
     );
-    assert!(
-        closed,
-        "{case}: the connection stayed open after {answers:?}"
+    assert_eq!(
+        x.end,
+        End::Closed,
+        "{case}: the connection did not close cleanly after {:?}",
+        x.answers
     );
     rec.assert_never_saw(NEEDLE);
 }
@@ -72,14 +69,18 @@ async fn content_length_and_transfer_encoding_together_are_never_both_trusted() 
         // CL.TE: a front end trusting Content-Length would leave "G..." as the next request.
         let raw = format!("POST /up HTTP/1.1\r\nHost: app.test\r\n{head}\r\n0\r\n\r\n{SMUGGLED}");
         let (rec, shield) = setup().await;
-        let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 3).await;
+        let x = exchange(shield.addr(), &raw).await;
         // Normalised (chunked wins, the connection closes after) or refused.
         assert!(
-            matches!(statuses(&answers).as_slice(), [200] | [400]),
+            matches!(x.statuses().as_slice(), [200] | [400]),
             "{case}: {:?}",
-            statuses(&answers)
+            x.statuses()
         );
-        assert!(closed, "{case}: a connection with both framings must close");
+        assert_eq!(
+            x.end,
+            End::Closed,
+            "{case}: a connection with both framings must close"
+        );
         rec.assert_never_saw(NEEDLE);
         for p in rec.parsed() {
             assert!(p.header("content-length").is_none_or(|v| v == "0"));
@@ -132,8 +133,9 @@ async fn a_huge_declared_length_is_413_and_the_body_is_never_read_as_requests() 
 async fn duplicate_equal_content_lengths_are_one_length() {
     let (rec, shield) = setup().await;
     let raw = "POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
-    assert_eq!(statuses(&answers), [200]);
+    let x = exchange(shield.addr(), raw).await;
+    assert_eq!(x.statuses(), [200]);
+    assert_eq!(x.end, End::Closed);
     let seen = rec.parsed();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, b"hello");
@@ -184,13 +186,13 @@ async fn folded_headers_and_bare_carriage_returns_are_refused() {
         ),
     ] {
         let (rec, shield) = setup().await;
-        let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 3).await;
+        let x = exchange(shield.addr(), &raw).await;
         assert!(
-            statuses(&answers).iter().all(|s| *s >= 400),
+            x.statuses().iter().all(|s| *s >= 400),
             "{case}: {:?}",
-            statuses(&answers)
+            x.statuses()
         );
-        assert!(closed, "{case}: connection left open");
+        assert_eq!(x.end, End::Closed, "{case}: connection not closed cleanly");
         rec.assert_never_saw(NEEDLE);
         assert!(rec.parsed().is_empty(), "{case}: forwarded {:?}", rec.parsed());
     }
@@ -200,9 +202,10 @@ async fn folded_headers_and_bare_carriage_returns_are_refused() {
 async fn bare_line_feeds_are_normalised_to_one_clean_request() {
     let (rec, shield) = setup().await;
     let raw = "GET /up HTTP/1.1\nHost: app.test\nConnection: close\n\n";
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
+    let x = exchange(shield.addr(), raw).await;
+    assert_eq!(x.end, End::Closed);
     // Accepted as RFC 9112 §2.2 allows, and re-sent with CRLF; or refused.
-    match statuses(&answers).as_slice() {
+    match x.statuses().as_slice() {
         [200] => assert_eq!(rec.parsed().len(), 1),
         [400] => assert!(rec.parsed().is_empty()),
         other => panic!("{other:?}"),
@@ -260,10 +263,10 @@ async fn an_early_denial_with_a_short_body_that_ends_cleanly_is_still_closed() {
     // Even a body the shield could have drained: the answer says close, and the connection ends.
     let (_rec, shield) = setup().await;
     let raw = "POST /api/v1/events/tok12345678/upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nhi";
-    let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 2).await;
-    assert_eq!(statuses(&answers), [503]);
-    assert_eq!(answers[0].header("connection"), Some("close"));
-    assert!(closed);
+    let x = exchange(shield.addr(), raw).await;
+    assert_eq!(x.statuses(), [503]);
+    assert_eq!(x.answers[0].header("connection"), Some("close"));
+    assert_eq!(x.end, End::Closed);
 }
 
 #[tokio::test]
@@ -300,16 +303,16 @@ async fn a_chunk_size_overflow_or_huge_chunk_extension_never_reaches_the_app_as_
             "POST /up HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
         );
         let (rec, shield) = setup().await;
-        let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 3).await;
+        let x = exchange(shield.addr(), &raw).await;
         // The head may have gone upstream before the body broke; the answer must blame the
         // client (4xx), not the app, and the connection must end.
         assert!(
-            !answers.is_empty() && answers.iter().all(|a| (400..500).contains(&a.status)),
+            !x.answers.is_empty() && x.answers.iter().all(|a| (400..500).contains(&a.status)),
             "{case}: {:?} {:?}",
-            statuses(&answers),
-            answers.first().map(Answer::text)
+            x.statuses(),
+            x.answers.first().map(Answer::text)
         );
-        assert!(closed, "{case}: connection left open");
+        assert_eq!(x.end, End::Closed, "{case}: connection not closed cleanly");
         rec.assert_never_saw(NEEDLE);
         let line = shield
             .log_lines()
@@ -324,8 +327,9 @@ async fn a_chunk_size_overflow_or_huge_chunk_extension_never_reaches_the_app_as_
 async fn trailers_are_not_forwarded() {
     let (rec, shield) = setup().await;
     let raw = "POST /up HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Evil\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Evil: 1\r\nContent-Length: 50\r\n\r\n";
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
-    assert_eq!(statuses(&answers), [200]);
+    let x = exchange(shield.addr(), raw).await;
+    assert_eq!(x.statuses(), [200]);
+    assert_eq!(x.end, End::Closed);
     let seen = rec.parsed();
     assert_eq!(seen.len(), 1, "{}", rec.raw_text());
     assert_eq!(seen[0].body, b"hello");
@@ -341,13 +345,14 @@ async fn a_get_with_a_chunked_body_is_forwarded_with_its_body_framed() {
         "GET /up HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n",
         SMUGGLED.len()
     );
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
+    let x = exchange(shield.addr(), &raw).await;
     assert_eq!(
-        statuses(&answers),
+        x.statuses(),
         [200],
         "{:?}",
-        answers.first().map(Answer::text)
+        x.answers.first().map(Answer::text)
     );
+    assert_eq!(x.end, End::Closed);
     rec.assert_never_saw(NEEDLE);
     assert_eq!(rec.parsed().len(), 1, "{}", rec.raw_text());
 }
@@ -360,10 +365,12 @@ async fn upgrades_are_not_passed_on_and_a_pipelined_request_is_decided_on() {
     ] {
         let (rec, shield) = setup().await;
         let raw = format!("GET /up HTTP/1.1\r\nHost: app.test\r\n{upgrade}\r\n{SMUGGLED}");
-        let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 2).await;
+        let mut conn = Conn::open(shield.addr()).await;
+        conn.send(&raw).await;
         // The upgrade is not performed: the first request is answered as a plain GET, the
         // pipelined one is decided on (503: paused) and never forwarded.
-        assert_eq!(statuses(&answers), [200, 503], "{case}");
+        let statuses = [conn.answer().await.status, conn.answer().await.status];
+        assert_eq!(statuses, [200, 503], "{case}");
         rec.assert_never_saw(NEEDLE);
         let seen = rec.parsed();
         assert_eq!(seen.len(), 1, "{case}");
@@ -380,13 +387,13 @@ async fn connect_is_refused_and_never_tunnels() {
         "CONNECT {} HTTP/1.1\r\nHost: {}\r\n\r\n{SMUGGLED}",
         rec.addr, rec.addr
     );
-    let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 3).await;
+    let x = exchange(shield.addr(), &raw).await;
     assert!(
-        !answers.is_empty() && answers.iter().all(|a| a.status >= 400),
+        !x.answers.is_empty() && x.answers.iter().all(|a| a.status >= 400),
         "{:?}",
-        statuses(&answers)
+        x.statuses()
     );
-    assert!(closed);
+    assert_eq!(x.end, End::Closed);
     assert!(rec.parsed().is_empty(), "forwarded {:?}", rec.parsed());
     rec.assert_never_saw(NEEDLE);
 }
@@ -394,49 +401,40 @@ async fn connect_is_refused_and_never_tunnels() {
 #[tokio::test]
 async fn expect_100_continue_with_a_denial_gets_no_100_and_a_close() {
     let (rec, shield) = setup().await;
-    let mut s = TcpStream::connect(shield.addr()).await.unwrap();
+    let mut conn = Conn::open(shield.addr()).await;
     // Only the head: a client waiting for 100 Continue before it sends the body.
-    s.write_all(
-        b"POST /api/v1/events/tok12345678/upload HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 62\r\n\r\n",
+    conn.send(
+        "POST /api/v1/events/tok12345678/upload HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 62\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let (answers, _) = read_answers(&mut s, 1).await;
-    assert_eq!(statuses(&answers), [503]);
-    assert_eq!(answers[0].header("connection"), Some("close"));
+    .await;
+    let a = conn.answer().await;
+    assert_eq!(
+        (a.status, a.interim.as_slice()),
+        (503, &[][..]),
+        "no 100 before a denial"
+    );
+    assert_eq!(a.header("connection"), Some("close"));
     // The client sends the body anyway (it is a request): it must not be read as one.
-    let _ = s.write_all(SMUGGLED.as_bytes()).await;
-    let (more, closed) = read_answers(&mut s, 1).await;
-    assert!(more.is_empty(), "{:?}", statuses(&more));
-    assert!(closed);
+    let _ = conn.write(SMUGGLED).await;
+    let more = conn.answer_or_end().await.map(|a| a.status);
+    assert_eq!(more, Err(End::Closed));
     rec.assert_never_saw(NEEDLE);
 }
 
 #[tokio::test]
 async fn expect_100_continue_on_an_allowed_route_gets_100_then_the_answer() {
     let (rec, shield) = setup().await;
-    let mut s = TcpStream::connect(shield.addr()).await.unwrap();
-    s.write_all(
-        b"POST /up HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    let mut conn = Conn::open(shield.addr()).await;
+    conn.send(
+        "POST /up HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     // Reads the interim answer before sending the body: exactly what a careful client does.
-    let mut head = [0u8; 25];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_exact(&mut s, &mut head),
-    )
-    .await
-    .expect("100 Continue in time")
-    .unwrap();
-    assert!(
-        head.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
-        "{head:?}"
-    );
-    s.write_all(b"hello").await.unwrap();
-    let (answers, _) = read_answers(&mut s, 1).await;
-    assert_eq!(statuses(&answers), [200]);
+    let interim = conn.interim().await;
+    assert_eq!(interim.status, 100);
+    assert!(interim.headers.is_empty(), "{:?}", interim.headers);
+    conn.send("hello").await;
+    assert_eq!(conn.answer().await.status, 200);
     assert_eq!(rec.parsed()[0].body, b"hello");
     // Expect is hop-by-hop in effect: the shield already answered it.
     assert!(rec.parsed()[0].header("expect").is_none());
@@ -448,12 +446,12 @@ async fn absolute_form_targets_are_judged_by_their_path_and_host() {
     let raw = format!(
         "GET http://evil.test/api/v1/events/{NEEDLE}token1 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
     );
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
-    assert_eq!(statuses(&answers), [503]);
+    let x = exchange(shield.addr(), &raw).await;
+    assert_eq!((x.statuses(), x.end), (vec![503], End::Closed));
     let raw =
         "GET http://other.test/up?x=1 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
-    assert_eq!(statuses(&answers), [200]);
+    let x = exchange(shield.addr(), raw).await;
+    assert_eq!((x.statuses(), x.end), (vec![200], End::Closed));
     let seen = rec.parsed();
     assert_eq!(seen.len(), 1);
     // Origin-form upstream, Host from the target (RFC 9112 §3.2.2).
@@ -468,8 +466,9 @@ async fn pipelined_requests_are_each_decided_on() {
     let raw = format!(
         "GET /up HTTP/1.1\r\nHost: app.test\r\n\r\n{SMUGGLED}GET /up2 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
     );
-    let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 3).await;
-    assert_eq!(statuses(&answers), [200, 503, 200]);
+    let x = exchange(shield.addr(), &raw).await;
+    assert_eq!(x.statuses(), [200, 503, 200]);
+    assert_eq!(x.end, End::Closed);
     rec.assert_never_saw(NEEDLE);
     let targets: Vec<String> = rec.parsed().into_iter().map(|p| p.target).collect();
     assert_eq!(targets, ["/up", "/up2"]);
@@ -487,11 +486,13 @@ async fn an_early_429_never_reads_the_unread_body_as_a_request() {
         SMUGGLED.len()
     );
     // The first uses the burst (its body is a body, forwarded as one); the second is refused.
-    let (first, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
-    assert_eq!(statuses(&first), [200]);
-    let (answers, closed) = exchange(shield.addr(), raw.as_bytes(), 3).await;
-    assert_eq!(statuses(&answers), [429]);
-    assert!(closed);
+    assert_eq!(
+        Conn::open(shield.addr()).await.request(&raw).await.status,
+        200
+    );
+    let x = exchange(shield.addr(), &raw).await;
+    assert_eq!(x.statuses(), [429]);
+    assert_eq!(x.end, End::Closed);
     let seen = rec.parsed();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, SMUGGLED.as_bytes());

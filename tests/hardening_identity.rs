@@ -24,11 +24,7 @@ async fn status_with_xff(addr: std::net::SocketAddr, i: usize, xff: &str) -> u16
     let raw = format!(
         "GET /api/v1/events/tok-{i:08} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nX-Forwarded-For: {xff}\r\n\r\n"
     );
-    exchange(addr, raw.as_bytes(), 1)
-        .await
-        .0
-        .first()
-        .map_or(0, |a| a.status)
+    request(addr, raw).await.status
 }
 
 /// Sends one request per `xff` value; returns the statuses.
@@ -164,10 +160,33 @@ async fn replay(switch_routes: &str, paused: &[&str], n: usize, seed: u64) -> us
         raw.extend_from_slice(
             b" HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
         );
-        let (answers, _) = exchange(shield.addr(), &raw, 1).await;
+        let mut conn = Conn::open(shield.addr()).await;
+        conn.send(&raw).await;
+        let answer = if m == "HEAD" {
+            conn.head_answer_or_end().await
+        } else {
+            conn.answer_or_end().await
+        };
+        // Answered whole (or refused without a word), then closed cleanly, as asked.
+        if answer.is_ok() {
+            let end = conn.end().await;
+            assert_eq!(
+                end,
+                End::Closed,
+                "{m} {:?}",
+                String::from_utf8_lossy(&target)
+            );
+        } else {
+            assert_eq!(
+                answer.as_ref().err(),
+                Some(&End::Closed),
+                "{m} {:?}",
+                String::from_utf8_lossy(&target)
+            );
+        }
         if is_paused(&parsed_method, &target) {
             hits += 1;
-            let status = answers.first().map(|a| a.status);
+            let status = answer.ok().map(|a| a.status);
             assert!(
                 matches!(status, Some(503) | Some(400) | None),
                 "{m} {:?} is a paused guest route but was answered {status:?}",
@@ -229,12 +248,13 @@ async fn host_tricks_do_not_change_the_route() {
         "GET /api/v1/events/tok12345678 HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-Host: admin.local\r\nX-Original-URL: /up\r\nX-Rewrite-URL: /up\r\n",
     ] {
         let raw = format!("{head}Connection: close\r\n\r\n");
-        let (answers, _) = exchange(shield.addr(), raw.as_bytes(), 1).await;
-        let status = answers.first().map(|a| a.status);
+        let x = exchange(shield.addr(), &raw).await;
         assert!(
-            matches!(status, Some(503) | Some(400)),
-            "{head:?}: {status:?}"
+            matches!(x.statuses().as_slice(), [503] | [400]),
+            "{head:?}: {:?}",
+            x.statuses()
         );
+        assert_eq!(x.end, End::Closed, "{head:?}");
     }
     assert!(rec.parsed().is_empty(), "{:?}", rec.parsed());
 }

@@ -3,25 +3,13 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
-use support::get;
-
-const BIN: &str = env!("CARGO_BIN_EXE_joinshield");
+use support::{get, run_bin};
 
 fn template(args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("kuma-template")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the template is JSON")
+    let out = run_bin(std::iter::once("kuma-template").chain(args.iter().copied()));
+    assert!(out.success(), "{}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("the template is JSON")
 }
 
 fn monitors(v: &Value) -> &Vec<Value> {
@@ -113,18 +101,15 @@ fn the_template_has_the_shape_kuma_1_23_imports() {
 
 #[test]
 fn a_bad_base_url_is_refused_with_the_fix() {
-    let out = Command::new(BIN)
-        .args([
-            "kuma-template",
-            "--base-url",
-            "app.test",
-            "--event-token",
-            "t",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("https://app.example.com"));
+    let out = run_bin([
+        "kuma-template",
+        "--base-url",
+        "app.test",
+        "--event-token",
+        "t",
+    ]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("https://app.example.com"));
 }
 
 /// Whether `status` is in one of Kuma's `accepted_statuscodes` ranges.

@@ -18,11 +18,7 @@ fn switches(downloads: bool, maintenance: bool) -> String {
 }
 
 async fn wait_version(h: &Harness, v: u64) {
-    let mut rx = h.shield.shared.version.subscribe();
-    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n >= v))
-        .await
-        .expect("the reload did not happen within 5 s")
-        .unwrap();
+    support::wait_version(&h.shield, v, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -197,27 +193,15 @@ fn lists_config() -> String {
 
 /// A shield whose list files are written before it starts.
 async fn with_lists(block: &str, allow: &str, revoked: &str) -> Harness {
-    let app = joinshield::standin::spawn("127.0.0.1:0".parse().unwrap(), true)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("block.txt"), block).unwrap();
-    std::fs::write(dir.path().join("allow.txt"), allow).unwrap();
-    std::fs::write(dir.path().join("revoked.txt"), revoked).unwrap();
-    let path = dir.path().join("joinshield.toml");
-    std::fs::write(
-        &path,
-        config_text(&format!("http://{}", app.addr), "", &lists_config()),
+    spawn_shield_with_files(
+        &lists_config(),
+        &[
+            ("block.txt", block),
+            ("allow.txt", allow),
+            ("revoked.txt", revoked),
+        ],
     )
-    .unwrap();
-    let shield = joinshield::start(joinshield::config::load(&path).unwrap())
-        .await
-        .unwrap();
-    Harness { shield, app, dir }
-}
-
-async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
-    get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
+    .await
 }
 
 #[tokio::test]
@@ -383,16 +367,16 @@ async fn reloads_under_concurrent_keep_alive_traffic_fail_nothing_and_drop_nothi
     for c in 0..8 {
         let stop = stop.clone();
         clients.push(tokio::spawn(async move {
-            let mut conn = KeepAlive::connect(addr).await.unwrap();
+            let mut conn = Conn::open(addr).await;
             let raw =
                 format!("GET /api/v1/events/demo-load-{c:03} HTTP/1.1\r\nHost: app.test\r\n\r\n");
             let mut done = 0u32;
             // Bounded: at most 2,000 requests a connection, and it stops when the reloads are over.
             while done < 2000 && !(stop.load(std::sync::atomic::Ordering::Relaxed) && done > 50) {
                 let a = conn
-                    .request(raw.as_bytes())
+                    .try_request(&raw)
                     .await
-                    .expect("a connection failed during reloads");
+                    .unwrap_or_else(|b| panic!("a connection failed during reloads: {b}"));
                 assert_eq!(a.status, 200, "{}", a.text());
                 done += 1;
             }
@@ -408,14 +392,7 @@ async fn reloads_under_concurrent_keep_alive_traffic_fail_nothing_and_drop_nothi
         let text = std::fs::read_to_string(h.config_path()).unwrap();
         let text = text.replace("100000/min", rate).replace("90000/min", rate);
         std::fs::write(h.config_path(), text).unwrap();
-        let worker = h.shield.shared.clone();
-        let outcome = tokio::task::spawn_blocking(move || joinshield::reload::reload(&worker))
-            .await
-            .unwrap();
-        assert!(
-            matches!(outcome, joinshield::reload::Outcome::Applied { .. }),
-            "{outcome:?}"
-        );
+        reload_applied(&h.shield).await;
         tokio::task::yield_now().await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

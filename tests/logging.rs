@@ -73,7 +73,7 @@ async fn a_flood_of_one_client_is_folded_into_one_line() {
 async fn a_denial_off_the_guest_routes_is_access_denied() {
     let h = spawn_shield("max_body = \"10\"", "").await;
     let raw = "POST /contact HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
-    assert_eq!(parse(&send_raw(h.addr(), raw.as_bytes()).await).status, 413);
+    assert_eq!(request(h.addr(), raw).await.status, 413);
     let lines = h.log_lines().await;
     assert!(
         lines.iter().any(|l| l.contains("production.WARNING: Access denied {\"reason\":\"payload_too_large\",\"ip\":\"127.0.0.1\",\"method\":\"POST\",\"path\":\"/contact\"")),

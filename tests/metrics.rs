@@ -42,7 +42,7 @@ async fn scrape(h: &Harness) -> String {
 async fn scrape_openmetrics(h: &Harness) -> String {
     let raw = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\
                Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4\r\n\r\n";
-    let a = parse(&send_raw(h.shield.admin_addr, raw.as_bytes()).await);
+    let a = request(h.shield.admin_addr, raw).await;
     assert_eq!(a.status, 200);
     assert_eq!(
         a.header("content-type"),
@@ -52,9 +52,7 @@ async fn scrape_openmetrics(h: &Harness) -> String {
 }
 
 async fn guest(h: &Harness, path: &str) -> u16 {
-    get(h.addr(), path, &format!("X-Forwarded-For: {IP}\r\n"))
-        .await
-        .status
+    from(h, IP, path).await.status
 }
 
 #[tokio::test]
@@ -185,29 +183,24 @@ async fn an_app_that_is_down_counts_as_an_upstream_error_and_a_denial() {
 #[tokio::test]
 async fn requests_hyper_refuses_before_the_checks_are_counted_by_reason() {
     let h = spawn_shield("header_timeout = \"300ms\"", "").await;
-    let malformed = send_raw(h.addr(), b"GET / HTTQ/1.1\r\nHost: a\r\n\r\n").await;
-    assert!(
-        malformed.starts_with(b"HTTP/1.1 400"),
-        "{:?}",
-        String::from_utf8_lossy(&malformed)
-    );
+    let malformed = exchange(h.addr(), "GET / HTTQ/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(malformed.statuses(), [400]);
+    assert_eq!(malformed.end, End::Closed);
     let big = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX-Filler: {}\r\n\r\n",
         "a".repeat(70 * 1024)
     );
-    let too_large = send_raw(h.addr(), big.as_bytes()).await;
-    assert!(
-        too_large.starts_with(b"HTTP/1.1 431"),
-        "{:?}",
-        String::from_utf8_lossy(&too_large)
-    );
+    let too_large = exchange(h.addr(), big).await;
+    assert_eq!(too_large.statuses(), [431]);
+    assert_eq!(too_large.end, End::Closed);
     // Half a head, then nothing: the shield closes the connection after header_timeout.
-    let slow = send_raw(h.addr(), b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+    let slow = exchange(h.addr(), "GET / HTTP/1.1\r\nHost: a\r\n").await;
     assert!(
-        !slow.starts_with(b"HTTP/1.1 2"),
+        !matches!(slow.status(), Some(200..=299)),
         "{:?}",
-        String::from_utf8_lossy(&slow)
+        slow.statuses()
     );
+    assert_eq!(slow.end, End::Closed);
     // The count lands when the connection's task ends, just after the client saw the close.
     let start = std::time::Instant::now();
     let want = [

@@ -14,12 +14,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, ServerName};
-use support::{parse, spawn_shield, Answer, Harness};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::CertificateDer;
+use support::{request, spawn_shield, Answer, Conn, End, Harness};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+/// A strict client connection over TLS.
+type Tls = Conn<TlsStream<TcpStream>>;
 
 /// A test certificate authority that issues leaf certificates for `localhost` and 127.0.0.1.
 struct Pki {
@@ -115,17 +117,14 @@ fn tls_addr(h: &Harness) -> SocketAddr {
 }
 
 /// Connects over TLS to `addr` as `localhost`.
-async fn connect(pki: &Pki, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").unwrap();
-    tokio::time::timeout(Duration::from_secs(10), pki.connector().connect(name, tcp))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake took 10 s"))?
+async fn connect(pki: &Pki, addr: SocketAddr) -> std::io::Result<Tls> {
+    Conn::open_tls(addr, &pki.connector(), "localhost").await
 }
 
 /// The serial number (hex) of the certificate the server presented.
-fn peer_serial(stream: &TlsStream<TcpStream>) -> String {
-    let certs = stream
+fn peer_serial(conn: &Tls) -> String {
+    let certs = conn
+        .stream()
         .get_ref()
         .1
         .peer_certificates()
@@ -134,53 +133,26 @@ fn peer_serial(stream: &TlsStream<TcpStream>) -> String {
     cert.raw_serial_as_string()
 }
 
-/// Sends one request on `stream` and reads its Content-Length-framed answer.
-async fn exchange(stream: &mut TlsStream<TcpStream>, raw: &str) -> std::io::Result<Answer> {
-    stream.write_all(raw.as_bytes()).await?;
-    let mut buf = Vec::new();
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return Ok(parse(&buf[..end + 4 + len]));
-            }
-        }
-        let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10 s")
-            })??;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed before the answer",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// A new connection, one GET, its answer and the serial of the certificate it saw.
-async fn https_get(pki: &Pki, addr: SocketAddr, path: &str) -> std::io::Result<(Answer, String)> {
-    let mut stream = connect(pki, addr).await?;
-    let serial = peer_serial(&stream);
+/// A new connection, one GET, its answer (whole, then a clean close with `close_notify`) and
+/// the serial of the certificate it saw; anything short of that is an error, for the tests
+/// that count failed requests.
+async fn https_get(pki: &Pki, addr: SocketAddr, path: &str) -> Result<(Answer, String), String> {
+    let mut conn = connect(pki, addr).await.map_err(|e| e.to_string())?;
+    let serial = peer_serial(&conn);
     let raw = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    Ok((exchange(&mut stream, &raw).await?, serial))
+    let answer = conn.try_request(raw).await.map_err(|b| b.to_string())?;
+    match conn.end().await {
+        End::Closed => Ok((answer, serial)),
+        end => Err(format!(
+            "answered {}, then the connection ended {end:?}",
+            answer.status
+        )),
+    }
 }
 
 /// Waits (at most 10 s) until the shield runs configuration version `n` or later.
 async fn wait_version(h: &Harness, n: u64) {
-    let mut rx = h.shield.shared.version.subscribe();
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| *v >= n))
-        .await
-        .unwrap_or_else(|_| panic!("version {n} not reached in 10 s"))
-        .unwrap();
+    support::wait_version(&h.shield, n, Duration::from_secs(10)).await;
 }
 
 const HSTS: &str = "max-age=31536000; includeSubDomains";
@@ -209,12 +181,13 @@ async fn https_reaches_the_app_as_https_with_hsts_and_plain_http_without() {
     assert_eq!(plain.header("strict-transport-security"), None);
 
     // The shield's own answers over HTTPS carry HSTS too (here: no Host header, 400).
-    let mut stream = connect(&pki, tls_addr(&h)).await.unwrap();
-    let own = exchange(&mut stream, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut conn = connect(&pki, tls_addr(&h)).await.unwrap();
+    let own = conn
+        .request("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await;
     assert_eq!(own.status, 400);
     assert_eq!(own.header("strict-transport-security"), Some(HSTS));
+    conn.closed().await;
 
     // ALPN offers http/1.1 only: a client asking for h2 and http/1.1 gets http/1.1.
     let mut roots = rustls::RootCertStore::empty();
@@ -227,15 +200,21 @@ async fn https_reaches_the_app_as_https_with_hsts_and_plain_http_without() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(tls_addr(&h)).await.unwrap();
-    let mut stream = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut conn = Conn::open_tls(
+        tls_addr(&h),
+        &TlsConnector::from(Arc::new(config)),
+        "localhost",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        conn.stream().get_ref().1.alpn_protocol(),
+        Some(&b"http/1.1"[..])
+    );
     // An answer means the server side of the handshake is done (and counted).
     let raw = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    assert!(exchange(&mut stream, raw).await.is_ok());
+    assert!(conn.try_request(raw).await.is_ok());
+    conn.closed().await;
 
     let metrics =
         joinshield::metrics::render(&h.shield.shared, joinshield::metrics::Format::Prometheus);
@@ -261,7 +240,7 @@ async fn rotated_certificate_files_serve_new_handshakes_without_a_failed_request
     let mut kept = connect(&pki, addr).await.unwrap();
     assert_eq!(peer_serial(&kept), "1a");
     let keep_alive = "GET /__standin/echo HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    assert_eq!(exchange(&mut kept, keep_alive).await.unwrap().status, 200);
+    assert_eq!(kept.request(keep_alive).await.status, 200);
 
     // A continuous stream of new connections (one handshake each) while the files change.
     let stop = Arc::new(AtomicBool::new(false));
@@ -283,7 +262,7 @@ async fn rotated_certificate_files_serve_new_handshakes_without_a_failed_request
                     }
                     Err(e) => {
                         failed.fetch_add(1, Ordering::SeqCst);
-                        errors.push(e.to_string());
+                        errors.push(e);
                     }
                 }
             }
@@ -320,7 +299,7 @@ async fn rotated_certificate_files_serve_new_handshakes_without_a_failed_request
     assert!(ok.load(Ordering::SeqCst) >= before + 20);
 
     // The connection established before the rotation is untouched: same session, still served.
-    assert_eq!(exchange(&mut kept, keep_alive).await.unwrap().status, 200);
+    assert_eq!(kept.request(keep_alive).await.status, 200);
     assert_eq!(peer_serial(&kept), "1a");
     let (_, serial) = https_get(&pki, addr, "/").await.unwrap();
     assert_eq!(serial, "2b");
@@ -415,14 +394,14 @@ async fn a_mismatched_expired_or_garbage_pair_is_refused_and_the_old_one_keeps_s
     h.shield.shutdown().await;
 }
 
-/// Reads from `stream` until it is closed (at most `bound`); the bytes read, or `None` if it was
-/// still open at the bound.
-async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    match tokio::time::timeout(bound, stream.read_to_end(&mut buf)).await {
-        Ok(_) => Some(buf),
-        Err(_) => None,
-    }
+/// How a plain TCP connection on which `raw` was sent ends without any answer (at most 30 s).
+async fn ended_unanswered(addr: SocketAddr, raw: &[u8]) -> End {
+    let mut conn = Conn::open(addr).await.bound(Duration::from_secs(30));
+    conn.send(raw).await;
+    let end = conn.answer_or_end().await;
+    let end = end.expect_err("nothing is answered");
+    assert!(conn.received().is_empty(), "{:?}", conn.received());
+    end
 }
 
 #[tokio::test]
@@ -438,25 +417,25 @@ async fn plain_http_and_garbage_on_the_tls_port_are_closed_at_once_and_counted()
     .await;
     let addr = tls_addr(&h);
 
-    let mut plain = TcpStream::connect(addr).await.unwrap();
-    plain
-        .write_all(b"GET /api/v1/events/abc HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut plain, Duration::from_secs(30))
-        .await
-        .expect("plain HTTP on the TLS port is closed");
-    assert!(answer.is_empty(), "nothing is answered: {answer:?}");
+    let plain = ended_unanswered(
+        addr,
+        b"GET /api/v1/events/abc HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
+    // The bytes are refused unread (the first one is only peeked at), so the kernel resets the
+    // connection: no answer is given, so none can be lost; only "still open" would be wrong.
+    assert!(
+        matches!(plain, End::Closed | End::Reset),
+        "plain HTTP on the TLS port is closed: {plain:?}"
+    );
 
     // A TLS record type with garbage after it: rustls refuses it.
-    let mut garbage = TcpStream::connect(addr).await.unwrap();
-    garbage
-        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00])
-        .await
-        .unwrap();
-    read_until_closed(&mut garbage, Duration::from_secs(30))
-        .await
-        .expect("garbage on the TLS port is closed");
+    let garbage = ended_unanswered(
+        addr,
+        &[0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00],
+    )
+    .await;
+    assert_eq!(garbage, End::Closed, "garbage on the TLS port is closed");
 
     let tls = &h.shield.shared.metrics.tls;
     let failed = |i: usize| tls.failed[i].load(Ordering::SeqCst);
@@ -482,10 +461,8 @@ async fn a_silent_connection_is_closed_at_the_handshake_timeout() {
     let (cert, key) = pki.leaf(0x51, 90);
     let files = Files::new(&cert, &key);
     let h = spawn_shield(&files.server_lines("tls_handshake_timeout = \"1s\"\n"), "").await;
-    let mut silent = TcpStream::connect(tls_addr(&h)).await.unwrap();
-    read_until_closed(&mut silent, Duration::from_secs(30))
-        .await
-        .expect("a silent connection is closed");
+    let silent = ended_unanswered(tls_addr(&h), b"").await;
+    assert_eq!(silent, End::Closed, "a silent connection is closed");
     let timeouts = &h.shield.shared.metrics.tls.failed[1];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while timeouts.load(Ordering::SeqCst) < 1 && tokio::time::Instant::now() < deadline {
@@ -512,10 +489,7 @@ async fn redirect_https_sends_plain_requests_to_the_https_port_with_their_query(
     .await;
     let port = tls_addr(&h).port();
 
-    let send = |raw: String| {
-        let addr = h.addr();
-        async move { parse(&support::send_raw(addr, raw.as_bytes()).await) }
-    };
+    let send = |raw: String| request(h.addr(), raw);
     let a = send("GET /api/v1/gallery/abc123/photos?page=2&sort=new HTTP/1.1\r\nHost: app.test:8080\r\nConnection: close\r\n\r\n".into()).await;
     assert_eq!(a.status, 308);
     assert_eq!(
@@ -587,17 +561,8 @@ async fn redirect_https_sends_plain_requests_to_the_https_port_with_their_query(
 
 /// The `check` command of the built binary on `config`: exit code and output.
 fn check(config: &Path) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"))
-        .args(["check", "-c"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let out = support::check(config);
+    (out.code.unwrap_or(-1), out.text())
 }
 
 #[test]

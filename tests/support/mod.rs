@@ -1,18 +1,26 @@
-//! Test support: a shield in front of the stand-in app on ephemeral loopback ports, and a raw
-//! socket client that sends exactly the bytes a test gives it.
+//! Test support: a shield in front of the stand-in app (or an upstream the test runs) on
+//! ephemeral loopback ports, the shield binary as a child process, a strict HTTP/1.1 client
+//! ([`client`]), and the functions every test file shares.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod promtool;
+pub mod recorder;
 pub mod redis;
+pub mod spellings;
 
+#[allow(unused_imports)]
+pub use client::{
+    exchange, get, request, upload, Answer, Broken, Conn, End, Exchange, Sent, Uploaded,
+};
+
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use joinshield::standin::{self, StandIn};
 use joinshield::Running;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A shield and its stand-in upstream.
 pub struct Harness {
@@ -30,12 +38,7 @@ impl Harness {
     }
     /// The shield's log lines so far (after flushing the queue).
     pub async fn log_lines(&self) -> Vec<String> {
-        self.shield.flush_log().await;
-        std::fs::read_to_string(self.dir.path().join("shield.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        log_lines(&self.shield, self.dir.path()).await
     }
     /// Requests the stand-in has answered.
     pub fn upstream_requests(&self) -> u64 {
@@ -44,6 +47,43 @@ impl Harness {
             .requests
             .load(std::sync::atomic::Ordering::SeqCst)
     }
+    /// Stops the shield (which saves its state file) and starts it again on the same
+    /// configuration, in front of the same stand-in.
+    pub async fn restart(self) -> Harness {
+        let Harness { shield, app, dir } = self;
+        shield.shutdown().await;
+        let shield = start(&dir.path().join("joinshield.toml")).await;
+        Harness { shield, app, dir }
+    }
+}
+
+/// A shield in front of an upstream the test runs itself (e.g. a [`recorder::Recorder`]).
+pub struct Fronted {
+    pub shield: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fronted {
+    pub fn addr(&self) -> SocketAddr {
+        self.shield.addr
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("joinshield.toml")
+    }
+    /// The shield's log lines so far (after flushing the queue).
+    pub async fn log_lines(&self) -> Vec<String> {
+        log_lines(&self.shield, self.dir.path()).await
+    }
+}
+
+/// The log lines `shield` wrote so far into `shield.log` in `dir` (after flushing its queue).
+pub async fn log_lines(shield: &Running, dir: &Path) -> Vec<String> {
+    shield.flush_log().await;
+    std::fs::read_to_string(dir.join("shield.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The config text for a shield in front of `upstream`: `[server]` with loopback ephemeral
@@ -71,117 +111,86 @@ pub fn config_text_admin(
     )
 }
 
-/// Starts a recording stand-in and a shield in front of it.
-pub async fn spawn_shield(extra_server: &str, rest: &str) -> Harness {
-    let app = standin::spawn("127.0.0.1:0".parse().unwrap(), true)
-        .await
-        .unwrap();
-    spawn_shield_to(app, extra_server, rest).await
+/// Starts a shield on the configuration file at `path`.
+pub async fn start(path: &Path) -> Running {
+    let loaded = joinshield::config::load(path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
+    joinshield::start(loaded).await.unwrap()
 }
 
-/// Starts a shield in front of an already running stand-in.
-pub async fn spawn_shield_to(app: StandIn, extra_server: &str, rest: &str) -> Harness {
-    spawn_full(app, extra_server, "", rest).await
-}
-
-/// Starts a recording stand-in and a shield whose `[admin]` has `extra_admin` lines.
-pub async fn spawn_shield_admin(extra_admin: &str, rest: &str) -> Harness {
-    let app = standin::spawn("127.0.0.1:0".parse().unwrap(), true)
-        .await
-        .unwrap();
-    spawn_full(app, "", extra_admin, rest).await
-}
-
-async fn spawn_full(app: StandIn, extra_server: &str, extra_admin: &str, rest: &str) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("joinshield.toml");
+/// Writes the configuration (as [`config_text_admin`]) into `dir` and starts a shield on it.
+pub async fn start_in(
+    dir: &Path,
+    upstream: SocketAddr,
+    extra_server: &str,
+    extra_admin: &str,
+    rest: &str,
+) -> Running {
+    let path = dir.join("joinshield.toml");
     let text = config_text_admin(
-        &format!("http://{}", app.addr),
+        &format!("http://{upstream}"),
         extra_server,
         extra_admin,
         rest,
     );
     std::fs::write(&path, text).unwrap();
-    let loaded =
-        joinshield::config::load(&path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
-    let shield = joinshield::start(loaded).await.unwrap();
+    start(&path).await
+}
+
+/// Starts a recording stand-in.
+pub async fn standin() -> StandIn {
+    standin::spawn("127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap()
+}
+
+/// Starts a recording stand-in and a shield in front of it.
+pub async fn spawn_shield(extra_server: &str, rest: &str) -> Harness {
+    spawn_full(standin().await, extra_server, "", rest).await
+}
+
+/// Starts a recording stand-in and a shield whose `[admin]` has `extra_admin` lines.
+pub async fn spawn_shield_admin(extra_admin: &str, rest: &str) -> Harness {
+    spawn_full(standin().await, "", extra_admin, rest).await
+}
+
+/// Starts a recording stand-in and a shield in front of it, after writing `files` (name,
+/// text) beside its configuration (list files a configuration names are read at start).
+pub async fn spawn_shield_with_files(rest: &str, files: &[(&str, &str)]) -> Harness {
+    let app = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let shield = start_in(dir.path(), app.addr, "", "", rest).await;
     Harness { shield, app, dir }
 }
 
-/// A parsed HTTP/1.1 response.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+async fn spawn_full(app: StandIn, extra_server: &str, extra_admin: &str, rest: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let shield = start_in(dir.path(), app.addr, extra_server, extra_admin, rest).await;
+    Harness { shield, app, dir }
 }
 
-impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
+/// Starts a shield in front of `upstream` (an address), with `extra_server` lines in `[server]`
+/// and `rest` after it.
+pub async fn spawn_shield_at(upstream: SocketAddr, extra_server: &str, rest: &str) -> Fronted {
+    let dir = tempfile::tempdir().unwrap();
+    let shield = start_in(dir.path(), upstream, extra_server, "", rest).await;
+    Fronted { shield, dir }
 }
 
-/// Sends `raw` on a new connection and reads until the server closes it (bounded by 10 s).
-pub async fn send_raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(raw).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    buf
+/// A loopback address nothing listens on (bound, then closed).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
 }
 
-/// Parses the first response in `bytes` (Content-Length or to the end).
-pub fn parse(bytes: &[u8]) -> Answer {
-    let text_end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&bytes[..text_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &bytes[text_end + 4..];
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let body = match len {
-        Some(n) => rest[..n.min(rest.len())].to_vec(),
-        None => rest.to_vec(),
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
+/// A guest request from client `ip`, named in `X-Forwarded-For` by the trusted loopback peer.
+pub async fn from(h: &Harness, ip: &str, path: &str) -> Answer {
+    get(h.addr(), path, &format!("X-Forwarded-For: {ip}\r\n")).await
 }
 
-/// A GET with `Connection: close` and extra header lines (each ending `\r\n`).
-pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> Answer {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n{extra}\r\n");
-    parse(&send_raw(addr, raw.as_bytes()).await)
-}
-
-/// An admin request with an optional bearer token; returns status and body.
+/// An admin request with an optional bearer token.
 pub async fn admin(
     h: &Harness,
     method: &str,
@@ -196,145 +205,105 @@ pub async fn admin(
         "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    parse(&send_raw(h.shield.admin_addr, raw.as_bytes()).await)
+    request(h.shield.admin_addr, raw).await
 }
 
-/// A keep-alive connection that sends requests one after another and reads each answer
-/// (Content-Length framed, as the stand-in and the shield's own answers are).
-pub struct KeepAlive {
-    stream: TcpStream,
-    buf: Vec<u8>,
+/// Reloads `shield`'s configuration on a blocking thread (it reads files) and fails the test
+/// unless the reload was applied.
+pub async fn reload_applied(shield: &Running) {
+    let shared = shield.shared.clone();
+    let outcome = tokio::task::spawn_blocking(move || joinshield::reload::reload(&shared))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, joinshield::reload::Outcome::Applied { .. }),
+        "{outcome:?}"
+    );
 }
 
-impl KeepAlive {
-    pub async fn connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
-        Ok(KeepAlive {
-            stream: TcpStream::connect(addr).await?,
-            buf: Vec::new(),
-        })
-    }
-
-    /// Sends `raw` and reads one answer; an error means the connection failed.
-    pub async fn request(&mut self, raw: &[u8]) -> std::io::Result<Answer> {
-        self.stream.write_all(raw).await?;
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if self.buf.len() >= end + 4 + len {
-                    let answer = parse(&self.buf[..end + 4 + len]);
-                    self.buf.drain(..end + 4 + len);
-                    return Ok(answer);
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10 s")
-                })??;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
+/// Waits until `shield` runs configuration version `v` or later, failing after `within`.
+pub async fn wait_version(shield: &Running, v: u64, within: Duration) {
+    let mut rx = shield.shared.version.subscribe();
+    tokio::time::timeout(within, rx.wait_for(|n| *n >= v))
+        .await
+        .unwrap_or_else(|_| panic!("version {v} not reached within {within:?}"))
+        .unwrap();
 }
 
-pub mod recorder;
-pub mod spellings;
-
-/// A shield in front of an upstream the test runs itself (e.g. a [`recorder::Recorder`]).
-pub struct Fronted {
-    pub shield: Running,
-    pub dir: tempfile::TempDir,
-}
-
-impl Fronted {
-    pub fn addr(&self) -> SocketAddr {
-        self.shield.addr
-    }
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("joinshield.toml")
-    }
-    pub async fn log_lines(&self) -> Vec<String> {
-        self.shield.flush_log().await;
-        std::fs::read_to_string(self.dir.path().join("shield.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// Starts a shield in front of `upstream` (an address), with `extra_server` lines in `[server]`
-/// and `rest` after it.
-pub async fn spawn_shield_at(upstream: SocketAddr, extra_server: &str, rest: &str) -> Fronted {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("joinshield.toml");
-    std::fs::write(
-        &path,
-        config_text(&format!("http://{upstream}"), extra_server, rest),
-    )
-    .unwrap();
-    let loaded =
-        joinshield::config::load(&path).unwrap_or_else(|e| panic!("config refused: {e:?}"));
-    let shield = joinshield::start(loaded).await.unwrap();
-    Fronted { shield, dir }
-}
-
-/// Sends `raw` on a new connection and reads answers until the server closes the connection or
-/// `want` final answers have arrived (bounded by 10 s). Returns the final answers (1xx interim
-/// answers are skipped) and whether the server closed the connection.
-pub async fn exchange(addr: SocketAddr, raw: &[u8], want: usize) -> (Vec<Answer>, bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    // A server may close before reading everything; what it answered still counts.
-    let _ = s.write_all(raw).await;
-    read_answers(&mut s, want).await
-}
-
-/// Reads answers from `s` as [`exchange`] does.
-pub async fn read_answers(s: &mut TcpStream, want: usize) -> (Vec<Answer>, bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut buf = Vec::new();
-    let mut answers = Vec::new();
+/// Polls `f` until it returns true, failing after `secs` seconds; returns how long it took.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(secs);
     loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let interim = head.starts_with("http/1.1 1");
-            let len = if interim {
-                0
-            } else {
-                head.lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0)
-            };
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            let answer = parse(&buf[..end + 4 + len]);
-            buf.drain(..end + 4 + len);
-            if !interim {
-                answers.push(answer);
-            }
+        if f().await {
+            return start.elapsed();
         }
-        if answers.len() >= want {
-            return (answers, false);
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => return (answers, false),
-            Ok(Ok(0)) | Ok(Err(_)) => return (answers, true),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a run of the shield binary printed, and how it exited.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// Both outputs, stdout first.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs the shield binary with `args` to its end (from a test thread: blocks it).
+pub fn run_bin<I, A>(args: I) -> Ran
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"))
+        .args(args)
+        .output()
+        .unwrap();
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `joinshield check -c CONFIG`.
+pub fn check(config: &Path) -> Ran {
+    run_bin([OsStr::new("check"), OsStr::new("-c"), config.as_os_str()])
+}
+
+/// Runs `joinshield ctl ARGS` against the admin listener at `admin_addr` with `token`.
+pub async fn ctl(admin_addr: SocketAddr, token: &str, args: &[&str]) -> Ran {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_joinshield"));
+    cmd.arg("ctl")
+        .args(args)
+        .arg("--admin")
+        .arg(format!("http://{admin_addr}"))
+        .env("JOINSHIELD_ADMIN_TOKEN", token);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -441,24 +410,5 @@ pub fn spawn_binary(
         addr,
         admin,
         dir,
-    }
-}
-
-/// Polls `f` until it returns true, failing after `secs` seconds.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {secs} s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
