@@ -283,12 +283,7 @@ async fn exported() -> BTreeMap<String, BTreeSet<String>> {
     assert_eq!(first.status, 200, "{}", first.text());
     let second = support::get(h.addr(), "/api/v1/events/demo-wedding-2026", "").await;
     assert_eq!(second.status, 429, "{}", second.text());
-    let raw = support::send_raw(
-        h.shield.admin_addr,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    let scrape = support::parse(&raw);
+    let scrape = support::get(h.shield.admin_addr, "/metrics", "").await;
     assert_eq!(scrape.status, 200);
     let text = scrape.text();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
