@@ -13,6 +13,8 @@
 #                                                                          inclusive and by own cost (Markdown)
 #         benches/load/callgrind-phases.sh members   PROFILE REQUESTS PHASE what PHASE holds: its own
 #                                                                          functions and what shared ones charged to it
+#         benches/load/callgrind-phases.sh calls     PROFILE REQUESTS     allocator and memcpy calls per
+#                                                                          request, and the instructions in them
 #         benches/load/callgrind-phases.sh unmatched PROFILE REQUESTS N   the N costliest functions no
 #                                                                          pattern but the last took (to keep
 #                                                                          phases.txt up to date)
@@ -256,6 +258,44 @@ case $MODE in
                 "$PATTERNS" - <"${TMPDIR:-/tmp}/phases-${kind/inclusive/incl}.$$"
         done
         rm -f "${TMPDIR:-/tmp}/phases-incl.$$" "${TMPDIR:-/tmp}/phases-own.$$" "${TMPDIR:-/tmp}/phases-costs.$$"
+        ;;
+    calls)
+        # Calls per request into the allocator and into memcpy/memmove, from outside them, with
+        # the instructions spent inside: "what<TAB>calls per request<TAB>instructions per request".
+        awk -v req="$REQUESTS" '
+            function named(line, kind,   id, rest) {
+                rest = substr(line, index(line, "=") + 1)
+                if (rest !~ /^\(/) return rest
+                id = substr(rest, 2, index(rest, ")") - 2)
+                rest = substr(rest, index(rest, ")") + 2)
+                if (rest != "") names[kind, id] = rest
+                return names[kind, id]
+            }
+            function group(f) {
+                if (f ~ /^(mi_(malloc|zalloc|calloc|realloc|new|heap_malloc)[a-z_]*|malloc|calloc|realloc|__rust_alloc|__rust_alloc_zeroed|__rust_realloc)$/) return "allocations (malloc, realloc)"
+                if (f ~ /^(mi_free[a-z_]*|free|__rust_dealloc)$/) return "frees"
+                if (f ~ /^(__memcpy|__memmove|memcpy|memmove)[a-z_0-9]*$/) return "memcpy and memmove"
+                return ""
+            }
+            /^fn=/ { fn = named($0, "fn"); next }
+            /^(fl|fi|fe|cfi|cfl)=/ { named($0, "fl"); next }
+            /^cfn=/ { callee = named($0, "fn"); next }
+            /^calls=/ { split($0, a, /[= ]/); count = a[2]; in_call = 1; next }
+            /^[0-9+*-]/ {
+                if (in_call) {
+                    g = group(callee)
+                    # Calls from inside the allocator (or from one alloc entry point into
+                    # another) are the callee s own business.
+                    if (g != "" && fn !~ /^(_?mi_|__rust_|__rdl_|__rg_|malloc|free|calloc|realloc)/) {
+                        split($0, t, " "); n[g] += count; c[g] += t[2]
+                    }
+                }
+                in_call = 0
+            }
+            END {
+                split("allocations (malloc, realloc)|frees|memcpy and memmove", order, "|")
+                for (i = 1; i <= 3; i++) printf "%s\t%.1f\t%.0f\n", order[i], n[order[i]] / req, c[order[i]] / req
+            }' "$PROFILE"
         ;;
     unmatched)
         last=$(awk -F'\t' '$0 !~ /^#/ && NF >= 2 {p = $1} END {print p}' "$PATTERNS")

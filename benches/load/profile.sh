@@ -15,9 +15,15 @@
 #                       PROFILE_RUNS      callgrind runs, of "forward" (joinshield, guests.lua
 #                                         traffic: every request forwarded), "deny" (joinshield,
 #                                         one client, X-Forwarded-For 198.51.100.9, far over a
-#                                         10/min limit: every request answered 429) and "bare"
+#                                         10/min limit: every request answered 429), "deny-many"
+#                                         (joinshield, a flood over a 1/min limit from
+#                                         PROFILE_FLOOD_ADDRESSES addresses: flood.lua) and "bare"
 #                                         (the bare proxy, guests.lua traffic)
-#                                         (default "forward deny bare")
+#                                         (default "forward deny deny-many bare")
+#                       PROFILE_FLOOD_ADDRESSES  addresses of deny-many (default 1000: under
+#                                         callgrind a few thousand requests a second are served,
+#                                         so 1,000 addresses see about as many denials per log
+#                                         fold window each as 10,000 do at full speed)
 #                       PROFILE_TOP       functions listed by inclusive and by own cost (default 15)
 #                       PROFILE_STRACE    1: also count system calls with strace -c -f  (default 1)
 #                       PROFILE_STRACE_REQUESTS  requests per system-call count         (default 20000)
@@ -48,7 +54,8 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 HERE=benches/load
 DURATION=${PROFILE_DURATION:-10}
-RUNS=${PROFILE_RUNS:-forward deny bare}
+RUNS=${PROFILE_RUNS:-forward deny deny-many bare}
+FLOOD_ADDRESSES=${PROFILE_FLOOD_ADDRESSES:-1000}
 TOP=${PROFILE_TOP:-15}
 STRACE=${PROFILE_STRACE:-1}
 STRACE_REQUESTS=${PROFILE_STRACE_REQUESTS:-20000}
@@ -59,11 +66,11 @@ die() {
     exit 1
 }
 note() { echo "# $*" >&2; }
-for v in DURATION TOP STRACE_REQUESTS; do
+for v in DURATION TOP STRACE_REQUESTS FLOOD_ADDRESSES; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
 for r in $RUNS; do
-    [[ " forward deny bare " == *" $r "* ]] || die "unknown run '$r' in PROFILE_RUNS (forward, deny, bare)"
+    [[ " forward deny deny-many bare " == *" $r "* ]] || die "unknown run '$r' in PROFILE_RUNS (forward, deny, deny-many, bare)"
 done
 for tool in cargo wrk curl valgrind callgrind_control callgrind_annotate awk nginx; do
     command -v "$tool" >/dev/null || die "'$tool' is not installed (Debian: apt-get install -y valgrind wrk curl nginx-light)"
@@ -121,7 +128,8 @@ wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" "$WORK/upstream.log" 15
 
 # shield_config NAME forward|deny: $WORK/NAME/joinshield.toml with its own ports (SPORT_NAME):
 # run.sh's (the shipped guest limits; guests.lua stays under them), plus for deny a 10/min limit
-# on every route that one client is far over; SHIELD_TOML merged in.
+# on every route that one client is far over, for deny-many a 1/min one (burst 1: two requests
+# put an address over it); SHIELD_TOML merged in.
 declare -A SPORT
 shield_config() {
     local dir="$WORK/$1" admin
@@ -142,6 +150,16 @@ key = "ip"
 rate = "10/min"
 burst = 10
 LIMIT
+    elif [[ $2 == deny-many ]]; then
+        cat >>"$dir/template.toml" <<'LIMIT'
+
+[[limit]]
+name = "flood-ip"
+routes = ["*"]
+key = "ip"
+rate = "1/min"
+burst = 1
+LIMIT
     fi
     toml_merge "$dir/template.toml" "$SHIELD_TOML" >"$dir/joinshield.toml" || die "could not merge SHIELD_TOML"
     "$NATIVE_BIN" check -c "$dir/joinshield.toml" >"$dir/check.log" 2>&1 ||
@@ -149,14 +167,24 @@ LIMIT
 }
 shield_config forward forward
 shield_config deny deny
+shield_config deny-many deny-many
 BARE_PORT=$(free_port) || die "no free port"
 
 # The traffic of each run: wrk's URL and options.
 DENY_XFF=198.51.100.9
 declare -A RUN_URL=([forward]="http://127.0.0.1:${SPORT[forward]}/api/v1/events/load-000001"
     [deny]="http://127.0.0.1:${SPORT[deny]}/api/v1/events/load-000001"
+    [deny-many]="http://127.0.0.1:${SPORT[deny-many]}/api/v1/events/load-000001"
     [bare]="http://127.0.0.1:$BARE_PORT/api/v1/events/load-000001")
-wrk_args() { [[ $1 == deny ]] && echo "-H X-Forwarded-For:$DENY_XFF" || echo "-s $HERE/guests.lua"; }
+wrk_args() {
+    case $1 in
+        deny) echo "-H X-Forwarded-For:$DENY_XFF" ;;
+        deny-many) echo "-s $HERE/flood.lua" ;;
+        *) echo "-s $HERE/guests.lua" ;;
+    esac
+}
+# wrk_script_args RUN: what goes after "--" on wrk's command line.
+wrk_script_args() { [[ $1 == deny-many ]] && echo "-- $FLOOD_ADDRESSES"; }
 
 # start_run RUN WRAPPER...: starts the process of RUN (the shield of its config, or the bare proxy)
 # on core 1 under WRAPPER (valgrind ..., or nothing) with the binaries BIN/BARE_BIN; sets RUN_PID.
@@ -186,12 +214,17 @@ for run in $RUNS; do
     note "callgrind: $run, ${DURATION}s of wrk -c32"
     BIN=$PROFILE_BIN BARE_BIN=$PROFILE_BARE
     start_run "$run" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.$run.%p"
+    # The warm-up: one second, or for deny-many until every address is over its limit (two
+    # requests each, at the few thousand a second callgrind serves).
+    warm=1
+    [[ $run == deny-many ]] && warm=$((2 + FLOOD_ADDRESSES / 1000))
     # shellcheck disable=SC2046 # wrk_args is a list of words
-    timeout -k 5 70 "${LOAD_PIN[@]}" wrk -t1 -c32 -d1s --timeout 10s $(wrk_args "$run") "${RUN_URL[$run]}" >/dev/null 2>&1
+    timeout -k 5 $((warm + 70)) "${LOAD_PIN[@]}" wrk -t1 -c32 -d"${warm}s" --timeout 10s $(wrk_args "$run") "${RUN_URL[$run]}" \
+        $(wrk_script_args "$run") >/dev/null 2>&1
     callgrind_control -i on "$RUN_PID" >/dev/null 2>&1 || die "callgrind_control could not reach the $run process"
     # shellcheck disable=SC2046
     timeout -k 5 $((DURATION + 60)) "${LOAD_PIN[@]}" wrk -t1 -c32 -d"${DURATION}s" --timeout 10s $(wrk_args "$run") \
-        "${RUN_URL[$run]}" >"$WORK/wrk-$run.txt" 2>&1
+        "${RUN_URL[$run]}" $(wrk_script_args "$run") >"$WORK/wrk-$run.txt" 2>&1
     callgrind_control -d "$RUN_PID" >/dev/null 2>&1
     read -r req _ _ _ bad _ <<<"$(wrk_summary "$WORK/wrk-$run.txt")"
     [[ $req =~ ^[1-9][0-9]*$ ]] || die "wrk completed no request in the $run run: $(cat "$WORK/wrk-$run.txt")"
@@ -279,7 +312,7 @@ else
     declare -A REQUESTS NON2XX SYSCALL_REQUESTS
     STRACE_RUNS=()
     RUNS=""
-    for run in forward deny bare; do
+    for run in forward deny deny-many bare; do
         [[ -r $FROM/callgrind.$run && -r $FROM/wrk-$run.txt ]] || continue
         RUNS+="$run "
         read -r REQUESTS[$run] _ _ _ NON2XX[$run] _ <<<"$(wrk_summary "$FROM/wrk-$run.txt")"
@@ -311,6 +344,7 @@ for run in $RUNS; do
     case $run in
         forward) what="joinshield forwarding guests.lua traffic (shipped guest limits)" ;;
         deny) what="joinshield denying one client over a 10/min limit (429)" ;;
+        deny-many) what="joinshield denying a flood from $FLOOD_ADDRESSES addresses over a 1/min limit (429)" ;;
         bare) what="the bare hyper proxy forwarding guests.lua traffic (the floor)" ;;
     esac
     printf '| %s | %s | %s | %s | %s | %s |\n' "$run" "$what" "${REQUESTS[$run]}" "${NON2XX[$run]}" "${TOTAL[$run]}" \
@@ -339,6 +373,19 @@ line="| **total** |"
 for run in $RUNS; do line+=" **$(awk -F'\t' '{s += $2} END {printf "%.0f", s}' "$WORK/phases.$run")** |"; done
 ((has_fb)) && line+=" **$(awk -F'\t' 'FILENAME ~ /forward$/ {f += $2} FILENAME ~ /bare$/ {b += $2} END {printf "%+.0f", f - b}' "$WORK/phases.forward" "$WORK/phases.bare")** |"
 echo "$line"
+echo
+echo "Calls per request into the allocator (mimalloc) and into memcpy/memmove, and the instructions spent in them:"
+echo
+header="| |" rule="|---|"
+for run in $RUNS; do header+=" $run |"; rule+="---|"; done
+echo "$header"
+echo "$rule"
+for run in $RUNS; do "$PHASES" calls "$WORK/callgrind.$run" "${REQUESTS[$run]}" >"$WORK/calls.$run"; done
+cut -f1 "$WORK/calls.$first" | while IFS= read -r what; do
+    line="| $what: calls (instructions) |"
+    for run in $RUNS; do line+=" $(awk -F'\t' -v w="$what" '$1 == w {printf "%s (%s)", $2, $3}' "$WORK/calls.$run") |"; done
+    echo "$line"
+done
 for run in $RUNS; do
     echo
     echo "### $run: top $TOP functions per request (by inclusive cost, frames holding over 90 % of all left out; by own cost)"
