@@ -92,12 +92,12 @@ verdict() {
     }'
 }
 
-# build_release [BENCH_HELPERS]: builds the release joinshield binary (BIN) and, when asked
+# build_release [BENCH_PROGRAMS]: builds the release joinshield binary (BIN) and, when asked
 # ("bare_proxy conn_flood"), those bench targets (BARE_BIN, FLOOD_BIN). Two cargo runs: a bench
 # target pulls in the dev-dependencies, whose features (tokio's test-util) must not leak into
 # the joinshield binary under test.
 build_release() {
-    local json exe helper
+    local json exe program
     note "building the release binary"
     json=$(timeout 3600 cargo build --release --bin joinshield --message-format=json 2>"$WORK/build.log") ||
         die "cargo build --release failed: $(tail -n 20 "$WORK/build.log")"
@@ -105,14 +105,14 @@ build_release() {
     [[ -x $BIN ]] || die "cannot find the built joinshield binary"
     (($# == 0)) && return 0
     local targets=()
-    for helper in "$@"; do targets+=(--bench "$helper"); done
-    note "building the bench helpers: $*"
+    for program in "$@"; do targets+=(--bench "$program"); done
+    note "building the bench programs: $*"
     json=$(timeout 3600 cargo build --release "${targets[@]}" --message-format=json 2>"$WORK/build-benches.log") ||
         die "cargo build --release ${targets[*]} failed: $(tail -n 20 "$WORK/build-benches.log")"
-    for helper in "$@"; do
-        exe=$(grep -o "\"executable\":\"[^\"]*/deps/$helper-[0-9a-f]*\"" <<<"$json" | tail -n 1 | cut -d'"' -f4)
-        [[ -x $exe ]] || die "cannot find the built $helper bench binary"
-        case $helper in
+    for program in "$@"; do
+        exe=$(grep -o "\"executable\":\"[^\"]*/deps/$program-[0-9a-f]*\"" <<<"$json" | tail -n 1 | cut -d'"' -f4)
+        [[ -x $exe ]] || die "cannot find the built $program bench binary"
+        case $program in
             bare_proxy) BARE_BIN=$exe ;;
             conn_flood) FLOOD_BIN=$exe ;;
         esac

@@ -187,9 +187,9 @@ run_wrk() {
 }
 
 # ------------------------------------------------------------------------------------------ build
-helpers=()
-[[ " $SCENARIOS " == *" connflood "* ]] && helpers+=(conn_flood)
-build_release "${helpers[@]}"
+programs=()
+[[ " $SCENARIOS " == *" connflood "* ]] && programs+=(conn_flood)
+build_release "${programs[@]}"
 
 # --------------------------------------------------------------------------------- the stand-in app
 UPSTREAM_PORT=$(free_port) || die "no free port"
@@ -578,7 +578,7 @@ kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2; found = 1} EN
 
 scenario_connflood() {
     ((NOFILE > 1000)) || die "the descriptor limit ($NOFILE) is too low for the connection flood"
-    [[ -x ${FLOOD_BIN:-} ]] || die "the conn_flood bench helper was not built"
+    [[ -x ${FLOOD_BIN:-} ]] || die "the conn_flood bench program was not built"
     note "connflood: $CONNFLOOD_ROUNDS rounds of joinshield, nginx, HAProxy: ${CONNFLOOD_SECONDS}s of guests alone, then with $CONNFLOOD_CONNECTIONS idle connections from $CONNFLOOD_SOURCE"
     # Every proxy: at most CONNFLOOD_MAX client connections, CONNFLOOD_PER_IP per client address,
     # an idle connection closed after 10 s (joinshield's header_timeout default), no rate limits
