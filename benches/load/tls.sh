@@ -9,12 +9,16 @@
 #     record layer on a forwarded request once the handshake is paid).
 # Baseline: nginx, one worker, TLS 1.2/1.3 with the same certificate (ECDSA P-256) and the same
 # key-exchange groups as rustls/ring (X25519, P-256, P-384), as a keep-alive reverse proxy of
-# the same stand-in upstream. Both proxies on one core, the load generator on another.
+# the same stand-in upstream. Both proxies on one core, the load generator on another. The
+# keep-alive figure is goal 5 of the performance issue (HTTPS pass-through >= 1.0x nginx ssl).
 #
 # Usage, from the repository root:   benches/load/tls.sh
 # Knobs (environment):  BENCH_DURATION  seconds per run           (default 5)
-#                       BENCH_ROUNDS    interleaved rounds         (default 3)
+#                       BENCH_ROUNDS    interleaved rounds         (default 5)
 #                       BENCH_CONNECTIONS  wrk connections         (default 32)
+#                       SHIELD_TOML     a TOML fragment merged into joinshield's config (lib.sh
+#                                       toml_merge), e.g. the access log once it exists
+#                       BASELINE_ACCESS_LOG  1: nginx writes an access log line per request
 #
 # Everything listens on 127.0.0.1 only. Every run is bounded in time. The script exits non-zero
 # only when it cannot set the benchmark up; performance figures never fail it.
@@ -24,7 +28,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 
 DURATION=${BENCH_DURATION:-5}
 DURATION=${DURATION%s}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
+SHIELD_TOML=${SHIELD_TOML:-}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 GUEST_PATH=/api/v1/events/load-000001
 
@@ -53,47 +58,19 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
-    rm -rf "$WORK"
+    # BENCH_KEEP=1 keeps the work folder (configs, every wrk output, the logs) to look into.
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then echo "# kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 source "$(dirname "$0")/lib.sh"
 
-# cpu_ticks PID...: user+system clock ticks of the processes (all their threads), summed.
-cpu_ticks() {
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
-CLK_TCK=$(getconf CLK_TCK)
-
-# wait_https PORT PID LOG: until PORT answers HTTPS (any status), while PID lives, at most 15 s.
-wait_https() {
-    local deadline=$((SECONDS + 15))
-    while ((SECONDS < deadline)); do
-        kill -0 "$2" 2>/dev/null || die "process on port $1 exited during startup$(tail -n 20 "$3" 2>/dev/null | sed 's/^/\n  /')"
-        curl -sk -o /dev/null --max-time 1 "https://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    die "nothing answered HTTPS on 127.0.0.1:$1 within 15 s"
-}
-
 # ------------------------------------------------------------------------------------------ build
-note "building the release binary"
-BUILD_JSON=$(timeout 1800 cargo build --release --message-format=json 2>"$WORK/build.log") ||
-    die "cargo build --release failed: $(tail -n 20 "$WORK/build.log")"
-BIN=$(grep -o '"executable":"[^"]*/joinshield"' <<<"$BUILD_JSON" | tail -n 1 | cut -d'"' -f4)
-[[ -x $BIN ]] || die "cannot find the built joinshield binary"
+build_release
 
 # ------------------------------------------------------------------------------ one certificate
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$WORK/privkey.pem" -out "$WORK/fullchain.pem" >"$WORK/openssl.log" 2>&1 ||
-    die "openssl could not make the certificate: $(cat "$WORK/openssl.log")"
+make_cert "$WORK"
 
 # ------------------------------------------------------------------------------------------ start
 UPSTREAM_PORT=$(free_port) || die "no free port"
@@ -107,7 +84,7 @@ UPSTREAM_PID=$!
 PIDS+=("$UPSTREAM_PID")
 wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" "$WORK/upstream.log" 15
 
-cat >"$WORK/joinshield.toml" <<EOF
+cat >"$WORK/template.toml" <<EOF
 [server]
 listen = "127.0.0.1:$SHIELD_PORT"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
@@ -121,8 +98,9 @@ listen = "127.0.0.1:$ADMIN_PORT"
 [client]
 trusted_proxies = ["127.0.0.1/32"]
 EOF
+toml_merge "$WORK/template.toml" "$SHIELD_TOML" >"$WORK/joinshield.toml" || die "SHIELD_TOML could not be merged: $SHIELD_TOML"
 "$BIN" check -c "$WORK/joinshield.toml" >"$WORK/check.log" 2>&1 ||
-    die "the joinshield config was refused: $(cat "$WORK/check.log")"
+    die "the joinshield config was refused$([[ -n $SHIELD_TOML ]] && echo " (with SHIELD_TOML merged in: a key this binary does not know yet?)"): $(cat "$WORK/check.log")"
 "${SERVE_PIN[@]}" "$BIN" run -c "$WORK/joinshield.toml" >"$WORK/joinshield.log" 2>&1 &
 SHIELD_PID=$!
 PIDS+=("$SHIELD_PID")
@@ -167,6 +145,7 @@ http {
     }
 }
 EOF
+baseline_access_log "$WORK/nginx/nginx.conf" nginx "$WORK/nginx"
 nginx -t -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx-check.log" 2>&1 ||
     die "nginx refused its config: $(cat "$WORK/nginx-check.log")"
 "${SERVE_PIN[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
@@ -247,22 +226,24 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ------------------------------------------------------------------------------------------ report
-median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 # col MODE TARGET FIELD: that field of every round (numbers only).
 col() { awk -v m="$1" -v t="$2" -v f="$3" '$2 == m && $3 == t && $f ~ /^[0-9.]+$/ {print $f}' "$RESULTS"; }
 # ratio_col MODE FIELD: per-round joinshield/nginx of FIELD.
 ratio_col() {
     awk -v m="$1" -v f="$2" '
         $2 == m && $f ~ /^[0-9.]+$/ { v[$1, $3] = $f; rounds[$1] = 1 }
-        END { for (r in rounds) if (((r, "joinshield") in v) && ((r, "nginx") in v) && v[r, "nginx"] > 0) print v[r, "joinshield"] / v[r, "nginx"] }' "$RESULTS"
+        END { for (r in rounds) if (((r, "joinshield") in v) && ((r, "nginx") in v) && v[r, "nginx"] > 0) print r, v[r, "joinshield"] / v[r, "nginx"] }' "$RESULTS" |
+        sort -n | awk '{print $2}'
 }
-fmt() { [[ $1 == NA ]] && echo NA || awk -v x="$1" -v d="${2:-2}" 'BEGIN {printf "%.*f", d, x}'; }
+# in_rounds MODE FIELD: the per-round ratios in round order.
+in_rounds() { ratio_col "$1" "$2" | awk '{printf "%s%.2f", (NR > 1 ? ", " : ""), $1} END {if (NR == 0) printf "–"}'; }
 
 echo
 echo "joinshield TLS benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(uname -sr)"
 echo "$(nginx -v 2>&1 | sed 's/^nginx version: //') with $(openssl version | cut -d' ' -f1-2), $("$BIN" --version 2>/dev/null) with rustls/ring; $PINNING"
 echo "certificate: ECDSA P-256, self-signed; negotiated: joinshield ${NEGOTIATED[joinshield]} (${KX[joinshield]:-?}), nginx ${NEGOTIATED[nginx]} (${KX[nginx]:-?})"
 echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s; openssl s_time -new -tls1_3 -time $DURATION; $ROUNDS interleaved rounds"
+echo "joinshield config fragment (SHIELD_TOML): $([[ -n $SHIELD_TOML ]] && tr '\n' ' ' <<<"$SHIELD_TOML" || echo none); nginx access log: $([[ ${BASELINE_ACCESS_LOG:-0} == 1 ]] && echo on || echo off)"
 echo
 echo "Per round (proxy CPU: the proxy's user+system time per request, per connection or per handshake):"
 echo
@@ -287,6 +268,10 @@ for mode in keepalive close stime; do
         "$(fmt "$(ratio_col $mode 10 | median)")" \
         "$(fmt "$(col $mode joinshield 7 | median)" 3)" "$(fmt "$(col $mode nginx 7 | median)" 3)"
 done
+echo
+m=$(ratio_col keepalive 5 | median)
+k=$(ratio_col keepalive 10 | median)
+echo "Goal 5 of the performance issue, HTTPS pass-through (keep-alive) joinshield ÷ nginx ssl: **$(fmt "$m")** in req/s (rounds: $(in_rounds keepalive 5); target ≥ 1.0: $(verdict "$m" ">=" 1.0)), $(fmt "$k") in CPU per request (rounds: $(in_rounds keepalive 10))"
 bad=$(awk '$8 ~ /^[0-9]+$/ && $8 > 0 || $9 ~ /^[0-9]+$/ && $9 > 0 || $4 == "NA"' "$RESULTS" | wc -l)
 ((bad > 0)) && echo && echo "NOTE: $bad run(s) had non-2xx answers, socket errors or no result; read those rows with care."
 exit 0
