@@ -423,21 +423,32 @@ impl Store {
         let mut scan = recover::scan(&*disk, &paths);
         let failed = recover::apply(&*disk, &paths, &mut scan, now);
         let shared = Arc::new(Shared::default());
-        shared.journal_errors.store(failed, Ordering::Release);
         shared
             .damaged
             .store(scan.report.damaged.len() as u64, Ordering::Release);
-        if let Some(p) = scan.report.problems.last() {
-            *shared
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = (failed > 0).then(|| WriteError {
-                file: FileKind::Journal,
-                path: p.file.clone(),
-                op: "tidy",
-                reason: p.reason.clone(),
-                at: now,
-            });
+        // What open could not tidy (set aside, cut back, remove) counts as a write error; the
+        // last such problem is the last error.
+        let (journal, snapshot) = failed;
+        shared.journal_errors.store(journal, Ordering::Release);
+        shared.snapshot_errors.store(snapshot, Ordering::Release);
+        if journal + snapshot > 0 {
+            if let Some(p) = scan.report.problems.last() {
+                let file = if p.file == paths.snapshot {
+                    FileKind::Snapshot
+                } else {
+                    FileKind::Journal
+                };
+                *shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(WriteError {
+                    file,
+                    path: p.file.clone(),
+                    op: "tidy",
+                    reason: p.reason.clone(),
+                    at: now,
+                });
+            }
         }
         let (bans, offenders) = scan.recovered(now);
         let rewrite = matches!(scan.snapshot.format, recover::Format::V1)

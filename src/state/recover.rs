@@ -248,9 +248,16 @@ pub(crate) fn scan(disk: &dyn Disk, paths: &Paths) -> Scan {
 
 /// Does what open must after a scan: sets unreadable files aside (never replacing an earlier
 /// kept file), cuts torn tails away, removes leftovers. Failures become problems; returns how
-/// many operations failed.
-pub(crate) fn apply(disk: &dyn Disk, paths: &Paths, scan: &mut Scan, now: i64) -> u64 {
-    let mut failed = 0;
+/// many operations failed on journal segments and on the snapshot (or its temporary file).
+pub(crate) fn apply(disk: &dyn Disk, paths: &Paths, scan: &mut Scan, now: i64) -> (u64, u64) {
+    let mut failed = (0, 0);
+    let mut count = |path: &Path| {
+        if *path == paths.snapshot || *path == paths.tmp() {
+            failed.1 += 1;
+        } else {
+            failed.0 += 1;
+        }
+    };
     let mut changed = false;
     for action in std::mem::take(&mut scan.actions) {
         match action {
@@ -264,7 +271,7 @@ pub(crate) fn apply(disk: &dyn Disk, paths: &Paths, scan: &mut Scan, now: i64) -
                         }
                     }
                     Err(e) => {
-                        failed += 1;
+                        count(&path);
                         if snapshot {
                             scan.snapshot.stuck = true;
                         }
@@ -282,7 +289,7 @@ pub(crate) fn apply(disk: &dyn Disk, paths: &Paths, scan: &mut Scan, now: i64) -
                     .open_append(&path)
                     .and_then(|mut f| f.set_len(len).and_then(|()| f.sync()));
                 if let Err(e) = cut {
-                    failed += 1;
+                    count(&path);
                     scan.report.problems.push(Problem {
                         file: path,
                         reason: format!("cannot cut the torn record away: {e} (it is ignored)"),
@@ -293,7 +300,7 @@ pub(crate) fn apply(disk: &dyn Disk, paths: &Paths, scan: &mut Scan, now: i64) -
                 Ok(()) => changed = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    failed += 1;
+                    count(&path);
                     scan.report.removed.retain(|p| *p != path);
                     scan.report.problems.push(Problem {
                         file: path,
@@ -305,7 +312,7 @@ pub(crate) fn apply(disk: &dyn Disk, paths: &Paths, scan: &mut Scan, now: i64) -
     }
     if changed {
         if let Err(e) = disk.sync_dir(&paths.dir) {
-            failed += 1;
+            count(&paths.dir);
             scan.report.problems.push(Problem {
                 file: paths.dir.clone(),
                 reason: format!("cannot sync the state folder: {e}"),

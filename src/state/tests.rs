@@ -523,6 +523,25 @@ fn a_damaged_snapshot_entry_is_skipped_and_a_copy_kept_before_the_snapshot_is_re
 }
 
 #[test]
+fn a_damaged_snapshot_header_keeps_the_entries_and_replays_every_segment() {
+    let (_d, path) = state_dir();
+    let (store, _) = open(&path);
+    let a = ban("198.51.100.0/24", "a");
+    commit_ok(&store, Change::Ban(a.clone()));
+    store.compact().wait().unwrap();
+    let b = ban("203.0.113.7/32", "b");
+    commit_ok(&store, Change::Ban(b.clone()));
+    store.close();
+    damage(&path, "joinshield_state");
+    let (_s, got) = open(&path);
+    assert_eq!(bans(&got), expect(&[a, b]));
+    assert_eq!(got.report.damaged.len(), 1);
+    assert_eq!(got.report.damaged[0].line, 1);
+    assert!(got.report.damaged[0].reason.contains("snapshot header"));
+    assert!(got.report.unreadable.is_empty());
+}
+
+#[test]
 fn an_unreadable_snapshot_is_set_aside_under_a_new_name_every_time_and_the_journal_replayed() {
     let (dir, path) = state_dir();
     let (store, _) = open(&path);
@@ -566,6 +585,38 @@ fn an_unreadable_snapshot_is_set_aside_under_a_new_name_every_time_and_the_journ
         let kept = dir.path().join(format!("bans.json.unreadable-{NOW}-{n}"));
         assert_eq!(&std::fs::read(kept).unwrap(), bytes);
     }
+}
+
+#[test]
+fn an_unreadable_snapshot_that_cannot_be_set_aside_is_never_replaced() {
+    let (dir, path) = state_dir();
+    std::fs::write(&path, b"\x00evidence").unwrap();
+    let disk = FaultDisk::new();
+    disk.fail(Op::Keep, "bans.json", Errno::Denied, 2);
+    let (store, got) = open_fault(&path, &disk, quiet());
+    assert_eq!(got.report.unreadable.len(), 1);
+    assert_eq!(got.report.unreadable[0].kept_as, None);
+    assert!(
+        got.report.problems[0]
+            .reason
+            .contains("cannot set the unreadable file aside"),
+        "{:?}",
+        got.report.problems
+    );
+    assert_eq!(store.stats().write_errors(FileKind::Snapshot), 1);
+    let a = ban("198.51.100.0/24", "a");
+    commit_ok(&store, Change::Ban(a.clone()));
+    // Compaction first tries again to set it aside, and refuses to go on when it cannot.
+    let err = store.compact().wait().unwrap_err();
+    assert!(err.reason.contains("cannot set aside"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"\x00evidence");
+    store.compact().wait().unwrap();
+    let kept = dir.path().join(format!("bans.json.unreadable-{NOW}-0"));
+    assert_eq!(std::fs::read(kept).unwrap(), b"\x00evidence");
+    store.close();
+    let (_s, again) = open(&path);
+    assert_clean(&again.report);
+    assert_eq!(bans(&again), expect(&[a]));
 }
 
 #[test]
