@@ -450,7 +450,7 @@ impl Store {
                 });
             }
         }
-        let (bans, offenders) = scan.recovered(now);
+        let (bans, offenders) = scan.take_recovered(now);
         let rewrite = matches!(scan.snapshot.format, recover::Format::V1)
             || scan.snapshot.damaged
             || scan.segments.iter().any(|s| s.damaged);
@@ -632,8 +632,8 @@ pub fn inspect(state_file: &Path, now: i64) -> Result<Inspection, OpenError> {
 /// [`inspect`] on the given file operations.
 pub fn inspect_on(disk: &dyn Disk, state_file: &Path, now: i64) -> Result<Inspection, OpenError> {
     let paths = Paths::new(state_file).ok_or_else(|| OpenError::Path(state_file.to_owned()))?;
-    let scan = recover::scan(disk, &paths);
-    let (bans, offenders) = scan.recovered(now);
+    let mut scan = recover::scan(disk, &paths);
+    let (bans, offenders) = scan.take_recovered(now);
     let mut report = scan.report;
     report.dry_run = true;
     Ok(Inspection {

@@ -132,9 +132,42 @@ enum Action {
     Remove(PathBuf),
 }
 
+/// The recovered state: the records in vectors, a key's place in a map. Holding whole records
+/// in a hash map would cost three times their size at a million bans (the table's slack and
+/// its doubling); this costs the records plus a small index.
+#[derive(Default)]
+pub(crate) struct Table {
+    index: HashMap<Key, usize>,
+    bans: Vec<Option<BanRecord>>,
+    offenders: Vec<Option<OffenderRecord>>,
+}
+
+impl Table {
+    /// Sets a key's value (a later change of a key replaces the earlier).
+    pub(crate) fn set(&mut self, key: Key, value: Value) {
+        match (self.index.get(&key).copied(), value) {
+            (Some(i), Value::Ban(b)) => self.bans[i] = Some(b),
+            (Some(i), Value::Offender(o)) => self.offenders[i] = Some(o),
+            (Some(i), Value::Gone) => match key {
+                Key::Ban(_) => self.bans[i] = None,
+                Key::Offender(_) => self.offenders[i] = None,
+            },
+            (None, Value::Ban(b)) => {
+                self.index.insert(key, self.bans.len());
+                self.bans.push(Some(b));
+            }
+            (None, Value::Offender(o)) => {
+                self.index.insert(key, self.offenders.len());
+                self.offenders.push(Some(o));
+            }
+            (None, Value::Gone) => {}
+        }
+    }
+}
+
 /// What a scan found.
 pub(crate) struct Scan {
-    pub values: HashMap<Key, Value>,
+    pub values: Table,
     pub snapshot: SnapshotState,
     pub segments: Vec<SegmentState>,
     /// The highest number of any file named like a segment (the next segment is above it).
@@ -144,17 +177,23 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    /// The live values at `now`, as the caller's types.
-    pub(crate) fn recovered(&self, now: i64) -> (Vec<BanRecord>, Vec<OffenderRecord>) {
-        let mut bans = Vec::new();
-        let mut offenders = Vec::new();
-        for v in self.values.values() {
-            match v {
-                Value::Ban(b) if b.until > now => bans.push(b.clone()),
-                Value::Offender(o) if o.forget_at > now => offenders.push(*o),
-                _ => {}
-            }
-        }
+    /// Takes the live values at `now` out of the scan, as the caller's types.
+    pub(crate) fn take_recovered(&mut self, now: i64) -> (Vec<BanRecord>, Vec<OffenderRecord>) {
+        let Table {
+            index,
+            bans,
+            offenders,
+        } = std::mem::take(&mut self.values);
+        drop(index);
+        // `filter_map` over `into_iter` collects in place: no second vector of a million.
+        let bans = bans
+            .into_iter()
+            .filter_map(|b| b.filter(|b| b.until > now))
+            .collect();
+        let offenders = offenders
+            .into_iter()
+            .filter_map(|o| o.filter(|o| o.forget_at > now))
+            .collect();
         (bans, offenders)
     }
 }
@@ -163,7 +202,7 @@ impl Scan {
 pub(crate) fn scan(disk: &dyn Disk, paths: &Paths) -> Scan {
     let mut report = RecoveryReport::default();
     let mut actions = Vec::new();
-    let mut values = HashMap::new();
+    let mut values = Table::default();
 
     let names = match disk.list(&paths.dir) {
         Ok(n) => n,
@@ -350,20 +389,18 @@ pub(crate) fn keep_aside(
 fn read_snapshot(
     disk: &dyn Disk,
     paths: &Paths,
-    values: &mut HashMap<Key, Value>,
+    values: &mut Table,
     report: &mut RecoveryReport,
     actions: &mut Vec<Action>,
 ) -> SnapshotState {
     let path = &paths.snapshot;
     let mut damaged = Vec::new();
-    let mut found = HashMap::new();
-    match snapshot_contents(disk, path, &mut found, &mut damaged) {
+    match snapshot_contents(disk, path, values, &mut damaged) {
         Ok(state) => {
             if state.format == Format::V1 {
                 report.migrated_from = Some(1);
             }
             report.damaged.extend(damaged);
-            values.extend(found);
             state
         }
         Err(reason) => {
@@ -388,11 +425,11 @@ fn read_snapshot(
 }
 
 /// The snapshot's entries into `values`, its damaged ones into `damaged`; `Err` when it cannot
-/// be read at all.
+/// be read at all (entries read before a read error stay in `values`: they passed their check).
 fn snapshot_contents(
     disk: &dyn Disk,
     path: &Path,
-    values: &mut HashMap<Key, Value>,
+    values: &mut Table,
     damaged: &mut Vec<Damage>,
 ) -> Result<SnapshotState, String> {
     let mut state = SnapshotState {
@@ -420,7 +457,9 @@ fn snapshot_contents(
             state.bytes = bytes.len() as u64;
             state.damaged = !bad.is_empty();
             damaged.extend(bad);
-            values.extend(found);
+            for (k, v) in found {
+                values.set(k, v);
+            }
             Ok(state)
         }
         Some(_) => {
@@ -539,7 +578,7 @@ pub(crate) fn parse_v1(
 fn read_v2(
     reader: impl BufRead,
     path: &Path,
-    values: &mut HashMap<Key, Value>,
+    values: &mut Table,
     damaged: &mut Vec<Damage>,
 ) -> Result<(Option<u64>, u64), String> {
     let mut lines = Lines::new(reader);
@@ -589,17 +628,20 @@ fn read_v2(
             continue;
         }
         match record::unframe(&line.bytes).and_then(record::parse_snapshot) {
-            Ok(SnapshotEntry::Value(v)) => match &v {
-                Value::Ban(b) => {
-                    bans += 1;
-                    values.insert(Key::Ban(b.net), v);
-                }
-                Value::Offender(o) => {
-                    offenders += 1;
-                    values.insert(Key::Offender(o.net), v);
-                }
-                Value::Gone => {}
-            },
+            Ok(SnapshotEntry::Value(v)) => {
+                let key = match &v {
+                    Value::Ban(b) => {
+                        bans += 1;
+                        Key::Ban(b.net)
+                    }
+                    Value::Offender(o) => {
+                        offenders += 1;
+                        Key::Offender(o.net)
+                    }
+                    Value::Gone => continue,
+                };
+                values.set(key, v);
+            }
             Ok(SnapshotEntry::End(e)) => end = Some((e, line.number)),
             Err(reason) => damage(damaged, &line, reason),
         }
@@ -670,7 +712,7 @@ fn read_segment(
     path: &Path,
     seq: u64,
     stale: bool,
-    values: &mut HashMap<Key, Value>,
+    values: &mut Table,
     report: &mut RecoveryReport,
     actions: &mut Vec<Action>,
 ) -> Segment {
@@ -783,7 +825,7 @@ fn read_segment(
         };
         match parsed {
             Ok((change, _at)) => {
-                values.insert(change.key(), change.into_value());
+                values.set(change.key(), change.into_value());
             }
             Err(reason) => {
                 damaged = true;

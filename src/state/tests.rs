@@ -196,6 +196,38 @@ fn a_burst_of_ten_thousand_bans_costs_a_handful_of_syncs() {
     assert_eq!(again.bans.len(), 10_000);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_awaited_from_async_tasks_without_blocking_them() {
+    fn shared<T: Send + Sync + 'static>(_: &T) {}
+    let (_d, path) = state_dir();
+    let (store, _) = open(&path);
+    shared(&store);
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..200u32)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let b = ban(
+                    &format!("{}/32", std::net::Ipv4Addr::from(0x0a00_0000 + n)),
+                    "t",
+                );
+                store.commit(Change::Ban(b), NOW).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.stats().records, 200);
+    let store = Arc::try_unwrap(store).unwrap();
+    let unsaved = tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+    assert_eq!(unsaved, 0);
+    let (_s, got) = open(&path);
+    assert_eq!(got.bans.len(), 200);
+}
+
 // ---- failures ----
 
 #[test]
