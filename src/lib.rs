@@ -28,6 +28,7 @@ pub mod server;
 pub mod snapshot;
 pub mod stall;
 pub mod standin;
+pub mod state;
 pub mod tls;
 
 use std::net::SocketAddr;
