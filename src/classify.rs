@@ -1294,7 +1294,7 @@ mod tests {
             is("events", "T")
         );
         assert_eq!(
-            class_of("GET", "/public/index.php;jsessionid=1/gallery/T"),
+            class_of("GET", "/public/index.php;v=1/gallery/T"),
             is("gallery", "T")
         );
     }
