@@ -192,6 +192,11 @@ struct Route {
 pub struct RouteTable {
     names: Vec<String>,
     routes: Vec<Route>,
+    /// The distinct first segments of the patterns that begin with a literal: a front-controller
+    /// cut is only matched where one of them (or, at a segment's start, a wildcard) can begin.
+    first_literals: Vec<Box<[u8]>>,
+    /// Some pattern begins with `{token}`, `*` or `**`.
+    wildcard_first: bool,
 }
 
 /// Which spelling of the path matched (see the module docs).
@@ -280,10 +285,35 @@ impl RouteTable {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut first_literals: Vec<Box<[u8]>> = Vec::new();
+        let mut wildcard_first = false;
+        for segs in routes.iter().flat_map(|r| r.patterns.iter()) {
+            match segs.first() {
+                Some(Seg::Lit(lit)) => {
+                    if !first_literals.contains(lit) {
+                        first_literals.push(lit.clone());
+                    }
+                }
+                Some(_) => wildcard_first = true,
+                None => {}
+            }
+        }
         Ok(RouteTable {
             names: specs.iter().map(|s| s.name.clone()).collect(),
             routes,
+            first_literals,
+            wildcard_first,
         })
+    }
+
+    /// Whether some pattern can match `tail` at all, judged by its first segment only: a cheap
+    /// test before trying the whole table at one of many cuts.
+    fn may_begin(&self, tail: &[u8], any_case: bool, segment_start: bool) -> bool {
+        (segment_start && self.wildcard_first)
+            || self
+                .first_literals
+                .iter()
+                .any(|lit| Segments::new(tail).eat(lit, any_case))
     }
 
     /// The route class names, indexed by [`ClassId`].
@@ -474,7 +504,9 @@ impl RouteTable {
                     dst.copy_from_slice(head);
                 }
                 let tail = buf.get(start..).unwrap_or_default();
-                if self.first_match(method, tail, false, true).is_some() {
+                if self.may_begin(tail, false, false)
+                    && self.first_match(method, tail, false, true).is_some()
+                {
                     let hit = self.first_match(method, tail, false, false)?;
                     return Some(Resolved::new(
                         Spelling::Laravel,
@@ -512,9 +544,10 @@ impl RouteTable {
                     continue;
                 }
                 let mid_segment = buf.get(start - 1) != Some(&b'/');
-                if self
-                    .first_match(method, tail, any_case, mid_segment)
-                    .is_some()
+                if self.may_begin(tail, any_case, !mid_segment)
+                    && self
+                        .first_match(method, tail, any_case, mid_segment)
+                        .is_some()
                 {
                     // The full table decides which route (a wildcard-first one may come first).
                     return self
