@@ -289,13 +289,11 @@ impl RouteTable {
         let mut wildcard_first = false;
         for segs in routes.iter().flat_map(|r| r.patterns.iter()) {
             match segs.first() {
-                Some(Seg::Lit(lit)) => {
-                    if !first_literals.contains(lit) {
-                        first_literals.push(lit.clone());
-                    }
+                Some(Seg::Lit(lit)) if !first_literals.contains(lit) => {
+                    first_literals.push(lit.clone());
                 }
+                Some(Seg::Lit(_)) | None => {}
                 Some(_) => wildcard_first = true,
-                None => {}
             }
         }
         Ok(RouteTable {
@@ -426,17 +424,23 @@ impl RouteTable {
                 .map(|(start, hit)| Resolved::new(Spelling::NormalisedAnyCase, exact, start, hit));
         }
         drop(exact);
-        if let Some(resolved) = self.cut_match_raw(method, raw) {
-            return Some(resolved);
-        }
+        let decoded = match self.cut_match_raw(method, raw) {
+            Ok(resolved) => return Some(resolved),
+            Err(decoded) => decoded,
+        };
         let (normal, cut_scripts) = normalised_path(raw);
         let mut marks = Marks::of(&normal);
         // A script cut off in front (`index.php;x/...` leaves `;x/...`) still marks the path.
         marks.php |= cut_scripts;
+        // Normalising may have changed nothing: then its cuts were all tried already.
+        let same = decoded.get(1..) == Some(&normal[..]);
         let found = self
             .first_match(method, &normal, false, false)
             .map(|hit| (Spelling::Normalised, 0, hit))
             .or_else(|| {
+                if same {
+                    return None;
+                }
                 self.cut_match(method, &normal, marks, false)
                     .map(|(start, hit)| (Spelling::Normalised, start, hit))
             })
@@ -454,11 +458,12 @@ impl RouteTable {
     /// Spelling 2 on a path that is not clean: the whole path decoded like Laravel decodes it
     /// (no front controller cut), tried after every front controller it may hold; for a path
     /// with `.php`, also cut inside each escape (`%4|1`, `%|41`), which Symfony's byte count
-    /// can do.
-    fn cut_match_raw(&self, method: &Method, raw: &[u8]) -> Option<Resolved<'static>> {
+    /// can do. Without a match, the decoded path after one spare byte (empty when there was
+    /// nothing to try).
+    fn cut_match_raw(&self, method: &Method, raw: &[u8]) -> Result<Resolved<'static>, Vec<u8>> {
         if !raw.contains(&b'%') && !Marks::of(raw).any() {
             // Nothing to decode and no front controller: nothing to cut.
-            return None;
+            return Err(Vec::new());
         }
         let body = raw.strip_prefix(b"/").unwrap_or(raw);
         let keep = body.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
@@ -481,7 +486,7 @@ impl RouteTable {
         let decoded = buf.get(1..).unwrap_or_default();
         let marks = Marks::of(decoded);
         if let Some((start, hit)) = self.cut_match(method, decoded, marks, false) {
-            return Some(Resolved::new(
+            return Ok(Resolved::new(
                 Spelling::Laravel,
                 Cow::Owned(buf),
                 start + 1,
@@ -489,14 +494,17 @@ impl RouteTable {
             ));
         }
         if !marks.php {
-            return None;
+            return Err(buf);
         }
         for (at, hi, lo) in escapes {
             if at > MAX_CUT {
                 break;
             }
             // `at` is at least 1: the spare byte is in front.
-            let saved = [buf.get(at - 1).copied()?, buf.get(at).copied()?];
+            let (Some(&prev), Some(&this)) = (buf.get(at - 1), buf.get(at)) else {
+                break;
+            };
+            let saved = [prev, this];
             // Cut after `%h`: the rest is the low digit, then the decoded tail; cut after `%`:
             // both digits, then the tail.
             for (start, head) in [(at, &[lo][..]), (at - 1, &[hi, lo][..])] {
@@ -507,20 +515,21 @@ impl RouteTable {
                 if self.may_begin(tail, false, false)
                     && self.first_match(method, tail, false, true).is_some()
                 {
-                    let hit = self.first_match(method, tail, false, false)?;
-                    return Some(Resolved::new(
-                        Spelling::Laravel,
-                        Cow::Owned(buf),
-                        start,
-                        hit,
-                    ));
+                    if let Some(hit) = self.first_match(method, tail, false, false) {
+                        return Ok(Resolved::new(
+                            Spelling::Laravel,
+                            Cow::Owned(buf),
+                            start,
+                            hit,
+                        ));
+                    }
                 }
                 if let Some(dst) = buf.get_mut(at - 1..=at) {
                     dst.copy_from_slice(&saved);
                 }
             }
         }
-        None
+        Err(buf)
     }
 
     /// The first route that matches `buf` after a front-controller cut (see spelling 2 of the
@@ -602,9 +611,10 @@ impl RouteTable {
     }
 }
 
-/// How far into a path a front-controller cut may go: the length of the longest script path
-/// (Linux's `PATH_MAX`); it bounds the work on a hostile path.
-const MAX_CUT: usize = 4096;
+/// How far into a path a cut anywhere may go: Symfony's byte count is the length of the
+/// script's path, far below this in any real install; it bounds the work on a hostile path.
+/// (Past it, cuts are still tried after each front-controller segment.)
+const MAX_CUT: usize = 1024;
 
 /// What a decoded path holds that can make a front controller.
 #[derive(Debug, Clone, Copy)]
