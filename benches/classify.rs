@@ -98,7 +98,16 @@ fn bench(c: &mut Criterion) {
             Method::GET,
             "/index.php/api/v1/events/Xk3d9fQ2mZ7pLw4a%2Fphotos/",
         ),
+        (
+            "front-controller",
+            Method::GET,
+            "/public/index.php/api/v1/gallery/Xk3d9fQ2mZ7pLw4a/download",
+        ),
+        // A scanner's probe: `.php` in a path that is no guest route (every cut is tried).
+        ("php-probe", Method::GET, "/wp-admin/setup-config.php"),
     ];
+    // The worst a client can send: `.php` and escapes throughout a long path.
+    let hostile = format!("/{}.php{}", "a".repeat(1000), "/%4a".repeat(1000));
     let mut group = c.benchmark_group("classify");
     for (name, method, path) in &cases {
         group.bench_with_input(BenchmarkId::new("shield", name), path, |b, path| {
@@ -108,6 +117,11 @@ fn bench(c: &mut Criterion) {
             b.iter(|| naive.classify(black_box(method), black_box(path)))
         });
     }
+    group.bench_with_input(
+        BenchmarkId::new("shield", "hostile-4k"),
+        &hostile,
+        |b, path| b.iter(|| table.classify(black_box(&Method::GET), black_box(path))),
+    );
     group.finish();
 }
 

@@ -3,25 +3,37 @@
 //! The classes are the `[[route]]` entries of the configuration, tried in order; the first whose
 //! methods and one of whose path patterns match names the class. The shield must see a request
 //! the way the Laravel app behind it will route it, or an attacker can slip a guest request past
-//! the guest limits by spelling its path differently. So a path is tried in up to three
-//! spellings, and the first spelling that matches any route decides:
+//! the guest limits by spelling its path differently. So a path is tried in several spellings,
+//! and the first spelling that matches any route decides:
 //!
 //! 1. **Laravel's own**: Symfony's path info (a leading `/index.php`, the front controller, is
 //!    cut off, also when percent-encoded), trailing slashes trimmed *before* decoding, then
 //!    percent-decoded exactly once like PHP's `rawurldecode` (`%2F` is a separator, invalid
 //!    escapes stay literal, `+` stays `+`), matched case-sensitively with empty segments kept.
-//!    Anything Laravel routes to a guest route is classified here, with the same token.
-//! 2. **Normalised**: decoded once, then split on `/` and `\`, empty and `.` segments dropped,
-//!    `..` resolved, every leading `index.php` cut off; matched case-sensitively. This is what
-//!    Laravel would see behind a web server or browser that normalises paths.
-//! 3. **Normalised, any case**: the same segments with literal segments compared
-//!    ASCII-case-insensitively, so that case cannot dodge a guest route either.
+//!    Anything Laravel behind PHP-FPM routes to a guest route is classified here, with the same
+//!    token.
+//! 2. **Behind another front controller**: the same decoded path with a front-controller prefix
+//!    cut off. Web servers and `php -S` (`artisan serve`) hand Laravel what follows a script
+//!    (`/public/index.php/...`, `/server.php/...`, `/sub/index.php/...`), a static file
+//!    (`/favicon.ico/...`: `php -S` names the file as the script) or the `public` folder (a
+//!    document root one level up). So the rest after any segment that has a `.` in it, or is
+//!    `public`, is tried. A path with `.php` anywhere in it is tried from *every* point after
+//!    its first byte, escapes split included: when `php -S` finds no file, Symfony cuts as many
+//!    bytes as the script's path is long (`/a/index.php/xxxx/api/...` reaches `/api/...`).
+//! 3. **Normalised**: decoded once, then split on `/` and `\`, empty and `.` segments dropped,
+//!    `..` resolved, every leading `index.php` cut off; matched case-sensitively, then with the
+//!    front-controller cuts of 2. This is what Laravel would see behind a web server or browser
+//!    that normalises paths.
+//! 4. **Any case**: the same with literal segments compared ASCII-case-insensitively, so that
+//!    case (a case-insensitive file system serves `/PUBLIC/INDEX.PHP`) cannot dodge a guest
+//!    route either.
 //!
-//! Spellings 2 and 3 only ever add matches (over-including is safe; missing one is a bypass).
+//! Spellings 2 to 4 only ever add matches (over-including is safe; missing one is a bypass).
 //! Methods are compared case-insensitively too, because Symfony upper-cases the method.
 //!
 //! Everything works on bytes: a clean path (no `%`, no empty or dot segment, no `\`, no
-//! front controller) is matched in place and allocates nothing but the token it returns.
+//! front controller) is matched in place and allocates nothing but the token it returns; one
+//! without a `.` and a `public` segment pays nothing for spelling 2.
 
 // A classifier that reads attacker bytes must not be able to panic: these lints prove there is
 // no indexing, unwrap or panic outside the tests.
@@ -180,6 +192,11 @@ struct Route {
 pub struct RouteTable {
     names: Vec<String>,
     routes: Vec<Route>,
+    /// The distinct first segments of the patterns that begin with a literal: a front-controller
+    /// cut is only matched where one of them (or, at a segment's start, a wildcard) can begin.
+    first_literals: Vec<Box<[u8]>>,
+    /// Some pattern begins with `{token}`, `*` or `**`.
+    wildcard_first: bool,
 }
 
 /// Which spelling of the path matched (see the module docs).
@@ -198,12 +215,29 @@ struct Hit {
     token: Option<Range<usize>>,
 }
 
-/// The spelling that matched, the buffer it matched against (the path after its leading `/`)
-/// and the hit.
+/// The spelling that matched, the buffer it matched against (the path after its leading `/`,
+/// from `start` on: a front-controller cut) and the hit.
 struct Resolved<'a> {
     spelling: Spelling,
-    after: Cow<'a, [u8]>,
+    buf: Cow<'a, [u8]>,
+    start: usize,
     hit: Hit,
+}
+
+impl<'a> Resolved<'a> {
+    fn new(spelling: Spelling, buf: Cow<'a, [u8]>, start: usize, hit: Hit) -> Self {
+        Resolved {
+            spelling,
+            buf,
+            start,
+            hit,
+        }
+    }
+
+    /// What the hit matched: the buffer from the cut on.
+    fn after(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
 }
 
 const FRONT_CONTROLLER: &[u8] = b"index.php";
@@ -251,10 +285,33 @@ impl RouteTable {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut first_literals: Vec<Box<[u8]>> = Vec::new();
+        let mut wildcard_first = false;
+        for segs in routes.iter().flat_map(|r| r.patterns.iter()) {
+            match segs.first() {
+                Some(Seg::Lit(lit)) if !first_literals.contains(lit) => {
+                    first_literals.push(lit.clone());
+                }
+                Some(Seg::Lit(_)) | None => {}
+                Some(_) => wildcard_first = true,
+            }
+        }
         Ok(RouteTable {
             names: specs.iter().map(|s| s.name.clone()).collect(),
             routes,
+            first_literals,
+            wildcard_first,
         })
+    }
+
+    /// Whether some pattern can match `tail` at all, judged by its first segment only: a cheap
+    /// test before trying the whole table at one of many cuts.
+    fn may_begin(&self, tail: &[u8], any_case: bool, segment_start: bool) -> bool {
+        (segment_start && self.wildcard_first)
+            || self
+                .first_literals
+                .iter()
+                .any(|lit| Segments::new(tail).eat(lit, any_case))
     }
 
     /// The route class names, indexed by [`ClassId`].
@@ -279,7 +336,7 @@ impl RouteTable {
     /// it back). `None` when the target is outside every class. Not for the hot path.
     pub fn canonical_path(&self, method: &Method, target: &[u8]) -> Option<String> {
         let r = self.resolve(method, target_path(target))?;
-        let after: &[u8] = &r.after;
+        let after: &[u8] = r.after();
         let mut out = String::with_capacity(after.len() + 16);
         match r.spelling {
             Spelling::Laravel => {
@@ -337,7 +394,8 @@ impl RouteTable {
         let token = r
             .hit
             .token
-            .and_then(|range| r.after.get(range))
+            .clone()
+            .and_then(|range| r.after().get(range))
             .map(|t| String::from_utf8_lossy(t).into_owned().into_boxed_str());
         Classified {
             class: ClassId::try_from(r.hit.route).ok(),
@@ -348,44 +406,201 @@ impl RouteTable {
     /// Tries the spellings in order; the first that matches any route decides.
     fn resolve<'a>(&self, method: &Method, raw: &'a [u8]) -> Option<Resolved<'a>> {
         let exact = laravel_path(raw);
-        if let Some(hit) = self.first_match(method, &exact, false) {
-            return Some(Resolved {
-                spelling: Spelling::Laravel,
-                after: exact,
-                hit,
-            });
+        if let Some(hit) = self.first_match(method, &exact, false, false) {
+            return Some(Resolved::new(Spelling::Laravel, exact, 0, hit));
         }
         if is_clean(raw) {
-            // Normalising a clean path changes nothing: only case is left to try.
-            return self.first_match(method, &exact, true).map(|hit| Resolved {
-                spelling: Spelling::NormalisedAnyCase,
-                after: exact,
-                hit,
-            });
+            // Normalising a clean path changes nothing (and `exact` is all of it: no front
+            // controller was cut): only other front controllers and case are left to try.
+            let marks = Marks::of(&exact);
+            if let Some((start, hit)) = self.cut_match(method, &exact, marks, false) {
+                return Some(Resolved::new(Spelling::Laravel, exact, start, hit));
+            }
+            if let Some(hit) = self.first_match(method, &exact, true, false) {
+                return Some(Resolved::new(Spelling::NormalisedAnyCase, exact, 0, hit));
+            }
+            return self
+                .cut_match(method, &exact, marks, true)
+                .map(|(start, hit)| Resolved::new(Spelling::NormalisedAnyCase, exact, start, hit));
         }
         drop(exact);
-        let normal = normalised_path(raw);
-        if let Some(hit) = self.first_match(method, &normal, false) {
-            return Some(Resolved {
-                spelling: Spelling::Normalised,
-                after: Cow::Owned(normal),
-                hit,
+        let decoded = match self.cut_match_raw(method, raw) {
+            Ok(resolved) => return Some(resolved),
+            Err(decoded) => decoded,
+        };
+        let (normal, cut_scripts) = normalised_path(raw);
+        let mut marks = Marks::of(&normal);
+        // A script cut off in front (`index.php;x/...` leaves `;x/...`) still marks the path.
+        marks.php |= cut_scripts;
+        // Normalising may have changed nothing: then its cuts were all tried already.
+        let same = decoded.get(1..) == Some(&normal[..]);
+        let found = self
+            .first_match(method, &normal, false, false)
+            .map(|hit| (Spelling::Normalised, 0, hit))
+            .or_else(|| {
+                if same {
+                    return None;
+                }
+                self.cut_match(method, &normal, marks, false)
+                    .map(|(start, hit)| (Spelling::Normalised, start, hit))
+            })
+            .or_else(|| {
+                self.first_match(method, &normal, true, false)
+                    .map(|hit| (Spelling::NormalisedAnyCase, 0, hit))
+            })
+            .or_else(|| {
+                self.cut_match(method, &normal, marks, true)
+                    .map(|(start, hit)| (Spelling::NormalisedAnyCase, start, hit))
             });
-        }
-        self.first_match(method, &normal, true).map(|hit| Resolved {
-            spelling: Spelling::NormalisedAnyCase,
-            after: Cow::Owned(normal),
-            hit,
-        })
+        found.map(|(spelling, start, hit)| Resolved::new(spelling, Cow::Owned(normal), start, hit))
     }
 
-    fn first_match(&self, method: &Method, after: &[u8], any_case: bool) -> Option<Hit> {
+    /// Spelling 2 on a path that is not clean: the whole path decoded like Laravel decodes it
+    /// (no front controller cut), tried after every front controller it may hold; for a path
+    /// with `.php`, also cut inside each escape (`%4|1`, `%|41`), which Symfony's byte count
+    /// can do. Without a match, the decoded path after one spare byte (empty when there was
+    /// nothing to try).
+    fn cut_match_raw(&self, method: &Method, raw: &[u8]) -> Result<Resolved<'static>, Vec<u8>> {
+        if !raw.contains(&b'%') && !Marks::of(raw).any() {
+            // Nothing to decode and no front controller: nothing to cut.
+            return Err(Vec::new());
+        }
+        let body = raw.strip_prefix(b"/").unwrap_or(raw);
+        let keep = body.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        let trimmed = body.get(..keep).unwrap_or_default();
+        // One spare byte in front, so that a cut before an escape's first hex digit has room
+        // for both digits; the decoded path starts at 1.
+        let mut buf = Vec::with_capacity(trimmed.len() + 1);
+        buf.push(0);
+        let mut escapes = Vec::new();
+        let mut rest = trimmed;
+        while let Some((b, len)) = decode_one(rest) {
+            if len == 3 {
+                if let [_, h, l, ..] = rest {
+                    escapes.push((buf.len(), *h, *l));
+                }
+            }
+            buf.push(b);
+            rest = rest.get(len..).unwrap_or_default();
+        }
+        let decoded = buf.get(1..).unwrap_or_default();
+        let marks = Marks::of(decoded);
+        if let Some((start, hit)) = self.cut_match(method, decoded, marks, false) {
+            return Ok(Resolved::new(
+                Spelling::Laravel,
+                Cow::Owned(buf),
+                start + 1,
+                hit,
+            ));
+        }
+        if !marks.php {
+            return Err(buf);
+        }
+        for (at, hi, lo) in escapes {
+            if at > MAX_CUT {
+                break;
+            }
+            // `at` is at least 1: the spare byte is in front.
+            let (Some(&prev), Some(&this)) = (buf.get(at - 1), buf.get(at)) else {
+                break;
+            };
+            let saved = [prev, this];
+            // Cut after `%h`: the rest is the low digit, then the decoded tail; cut after `%`:
+            // both digits, then the tail.
+            for (start, head) in [(at, &[lo][..]), (at - 1, &[hi, lo][..])] {
+                if let Some(dst) = buf.get_mut(start..=at) {
+                    dst.copy_from_slice(head);
+                }
+                let tail = buf.get(start..).unwrap_or_default();
+                if self.may_begin(tail, false, false)
+                    && self.first_match(method, tail, false, true).is_some()
+                {
+                    if let Some(hit) = self.first_match(method, tail, false, false) {
+                        return Ok(Resolved::new(
+                            Spelling::Laravel,
+                            Cow::Owned(buf),
+                            start,
+                            hit,
+                        ));
+                    }
+                }
+                if let Some(dst) = buf.get_mut(at - 1..=at) {
+                    dst.copy_from_slice(&saved);
+                }
+            }
+        }
+        Err(buf)
+    }
+
+    /// The first route that matches `buf` after a front-controller cut (see spelling 2 of the
+    /// module docs), leftmost cut first: where the rest starts and the hit.
+    fn cut_match(
+        &self,
+        method: &Method,
+        buf: &[u8],
+        marks: Marks,
+        any_case: bool,
+    ) -> Option<(usize, Hit)> {
+        // Cuts up to here are all tried already.
+        let mut tried = 0;
+        if marks.php {
+            // Every point after the first byte. A cut inside a segment can only begin a literal
+            // (the others are tried from the segment's start, which binds the longest token).
+            tried = buf.len().min(MAX_CUT);
+            for start in 1..=tried {
+                let tail = buf.get(start..).unwrap_or_default();
+                if tail.first() == Some(&b'/') {
+                    continue;
+                }
+                let mid_segment = buf.get(start - 1) != Some(&b'/');
+                if self.may_begin(tail, any_case, !mid_segment)
+                    && self
+                        .first_match(method, tail, any_case, mid_segment)
+                        .is_some()
+                {
+                    // The full table decides which route (a wildcard-first one may come first).
+                    return self
+                        .first_match(method, tail, any_case, false)
+                        .map(|hit| (start, hit));
+                }
+            }
+        }
+        if !marks.segment {
+            return None;
+        }
+        let mut from = 0;
+        for seg in buf.split(|&b| b == b'/') {
+            let start = from + seg.len() + 1;
+            from = start;
+            if start <= tried || start > buf.len() || !is_front_segment(seg) {
+                continue;
+            }
+            let tail = buf.get(start..).unwrap_or_default();
+            if let Some(hit) = self.first_match(method, tail, any_case, false) {
+                return Some((start, hit));
+            }
+        }
+        None
+    }
+
+    /// The first route whose methods and a pattern match. `literal_first` only tries patterns
+    /// that begin with a literal segment.
+    fn first_match(
+        &self,
+        method: &Method,
+        after: &[u8],
+        any_case: bool,
+        literal_first: bool,
+    ) -> Option<Hit> {
         self.routes
             .iter()
             .enumerate()
             .filter(|(_, route)| method_matches(route.methods.as_deref(), method))
             .find_map(|(ri, route)| {
                 route.patterns.iter().enumerate().find_map(|(pi, segs)| {
+                    if literal_first && !matches!(segs.first(), Some(Seg::Lit(_))) {
+                        return None;
+                    }
                     match_pattern(segs, after, any_case).map(|token| Hit {
                         route: ri,
                         pattern: pi,
@@ -394,6 +609,53 @@ impl RouteTable {
                 })
             })
     }
+}
+
+/// How far into a path a cut anywhere may go: Symfony's byte count is the length of the
+/// script's path, far below this in any real install; it bounds the work on a hostile path.
+/// (Past it, cuts are still tried after each front-controller segment.)
+const MAX_CUT: usize = 1024;
+
+/// What a decoded path holds that can make a front controller.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    /// `.php` anywhere (any case): cut anywhere.
+    php: bool,
+    /// A segment with a `.` (a script or a static file) or named `public`: cut after it.
+    segment: bool,
+}
+
+impl Marks {
+    fn of(buf: &[u8]) -> Marks {
+        let mut marks = Marks {
+            php: false,
+            segment: false,
+        };
+        for dot in memchr::memchr_iter(b'.', buf) {
+            marks.segment = true;
+            if buf
+                .get(dot + 1..dot + 4)
+                .is_some_and(|ext| ext.eq_ignore_ascii_case(b"php"))
+            {
+                marks.php = true;
+                return marks;
+            }
+        }
+        if !marks.segment {
+            marks.segment = buf.split(|&b| b == b'/').any(is_front_segment);
+        }
+        marks
+    }
+
+    fn any(self) -> bool {
+        self.php || self.segment
+    }
+}
+
+/// A segment after which Laravel may be reached: a file name (it has a `.`: a script, or a
+/// static file `php -S` runs the router for) or the `public` folder, in any case.
+fn is_front_segment(seg: &[u8]) -> bool {
+    seg.contains(&b'.') || seg.eq_ignore_ascii_case(b"public")
 }
 
 /// Laravel lists HEAD with every GET route, and Symfony upper-cases the request method.
@@ -415,14 +677,7 @@ fn match_pattern(segs: &[Seg], after: &[u8], any_case: bool) -> Option<Option<Ra
     for seg in segs {
         match seg {
             Seg::Lit(lit) => {
-                let p = parts.next()?;
-                let got = after.get(p)?;
-                let same = if any_case {
-                    got.eq_ignore_ascii_case(lit)
-                } else {
-                    got == lit.as_ref()
-                };
-                if !same {
+                if !parts.eat(lit, any_case) {
                     return None;
                 }
             }
@@ -462,6 +717,38 @@ impl<'a> Segments<'a> {
             s,
             pos: 0,
             done: false,
+        }
+    }
+
+    /// Takes the next segment if it is `lit`: the same as comparing `next()`, without first
+    /// searching the whole segment for its end (a mismatch costs the bytes compared).
+    fn eat(&mut self, lit: &[u8], any_case: bool) -> bool {
+        if self.done {
+            return false;
+        }
+        let Some(rest) = self.s.get(self.pos..) else {
+            return false;
+        };
+        let same = rest.get(..lit.len()).is_some_and(|head| {
+            if any_case {
+                head.eq_ignore_ascii_case(lit)
+            } else {
+                head == lit
+            }
+        });
+        if !same {
+            return false;
+        }
+        match rest.get(lit.len()) {
+            None => {
+                self.done = true;
+                true
+            }
+            Some(b'/') => {
+                self.pos += lit.len() + 1;
+                true
+            }
+            Some(_) => false,
         }
     }
 }
@@ -621,8 +908,9 @@ fn is_clean(raw: &[u8]) -> bool {
 }
 
 /// The normalised spelling, without its leading `/`: decoded once, split on `/` and `\`, empty
-/// and `.` segments dropped, `..` resolved, then every leading `index.php` cut off.
-fn normalised_path(raw: &[u8]) -> Vec<u8> {
+/// and `.` segments dropped, `..` resolved, then every leading `index.php` cut off (and whether
+/// one was).
+fn normalised_path(raw: &[u8]) -> (Vec<u8>, bool) {
     let decoded = raw_url_decode(raw);
     let mut out: Vec<u8> = Vec::with_capacity(decoded.len());
     // Where each kept segment began (its separator included), so `..` can drop it.
@@ -659,7 +947,7 @@ fn normalised_path(raw: &[u8]) -> Vec<u8> {
         }
     }
     out.drain(..cut.min(out.len()));
-    out
+    (out, cut > 0)
 }
 
 /// Percent-encodes a decoded path piece so that decoding gives it back and no byte in it reads
@@ -978,6 +1266,182 @@ mod tests {
     }
 
     #[test]
+    fn a_script_in_the_public_folder_is_a_front_controller() {
+        // A document root one level up: the web server runs public/index.php for the rest.
+        assert_eq!(
+            class_of("GET", "/public/index.php/api/v1/gallery/T/download"),
+            is("gallery_download", "T")
+        );
+        // `php artisan serve` runs server.php for paths below it.
+        assert_eq!(
+            class_of("GET", "/server.php/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/sub/index.php/gallery/T"),
+            is("gallery", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/a/b/c.php/api/v1/events/T/photos"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn an_encoded_front_controller_is_still_one() {
+        for target in [
+            "/public%2Findex.php/api/v1/events/T",
+            "/public/index%2Ephp/api/v1/events/T",
+            "/public/index.ph%70/api/v1/events/T",
+            "/server%2ephp/api/v1/events/T",
+            "/%70ublic/index.php/api/v1/events/T",
+            "/index.php%2Fapi/v1/events/T",
+        ] {
+            assert_eq!(class_of("GET", target), is("events", "T"), "{target}");
+        }
+    }
+
+    #[test]
+    fn front_controllers_in_any_case_are_front_controllers() {
+        // A case-insensitive file system serves /PUBLIC/INDEX.PHP as public/index.php.
+        assert_eq!(
+            class_of("GET", "/PUBLIC/INDEX.PHP/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/Server.PHP/gallery/T/download"),
+            is("gallery_download", "T")
+        );
+    }
+
+    #[test]
+    fn dot_segments_and_slashes_around_a_front_controller_cannot_dodge() {
+        for target in [
+            "/x/../public/index.php/api/v1/events/T",
+            "/public/./index.php/api/v1/events/T",
+            "/public/index.php/../api/v1/events/T",
+            "//public//index.php//api/v1/events/T",
+            "//index.php//api/v1/events/T",
+            "/public/index.php/index.php/api/v1/events/T",
+            "/server.php/public/index.php/api/v1/events/T",
+        ] {
+            assert_eq!(class_of("GET", target), is("events", "T"), "{target}");
+        }
+    }
+
+    #[test]
+    fn a_path_parameter_on_a_front_controller_cannot_dodge() {
+        // No server here cuts `;x` off, but a path with `.php` in it is tried from every point.
+        assert_eq!(
+            class_of("GET", "/index.php;x/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/public/index.php;v=1/gallery/T"),
+            is("gallery", "T")
+        );
+    }
+
+    #[test]
+    fn a_static_file_or_the_public_folder_is_a_front_controller() {
+        // php -S names an existing file as the script and runs the router for what follows.
+        assert_eq!(
+            class_of("GET", "/favicon.ico/api/v1/gallery/T/download"),
+            is("gallery_download", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/css/app.css/gallery/T"),
+            is("gallery", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/favicon%2Eico/api/v1/events/T"),
+            is("events", "T")
+        );
+        // php -S serves a folder with an index.php through it.
+        assert_eq!(
+            class_of("GET", "/public/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/PUBLIC/api/v1/events/T"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn symfony_cutting_by_length_cannot_dodge() {
+        // When php -S finds no script, Symfony cuts as many bytes as the script path is long
+        // (here `/public/index.php`, 17): `/a/index.php/xxxx` and `/a/index.php/xxxxapi` both
+        // leave `/api/...`.
+        assert_eq!(
+            class_of("GET", "/a/index.php/xxxx/api/v1/events/T"),
+            is("events", "T")
+        );
+        assert_eq!(
+            class_of("GET", "/a/index.php/xxxxxapi/v1/events/T"),
+            is("events", "T")
+        );
+        // The cut may fall inside an escape: `%4a` decodes to `J`, but a cut after `%4` leaves
+        // `api/...`.
+        assert_eq!(
+            class_of("GET", "/a/index.php/xxx%4api/v1/events/T"),
+            is("events", "T")
+        );
+        // A cut after the `%` leaves both hex digits: `%ab` can begin a route `/ab/...`.
+        let specs = vec![RouteSpec {
+            name: "ab".into(),
+            methods: None,
+            paths: vec!["/ab/{token}".into()],
+        }];
+        let t = RouteTable::new(&specs).unwrap();
+        let got = t.classify_target(&Method::GET, b"/index.php/y%ab/T");
+        assert_eq!((got.class, got.token.as_deref()), (Some(0), Some("T")));
+        // The script may come after the cut, too.
+        assert_eq!(
+            class_of("GET", "/xxxxxxxxxxxxxxxx/api/v1/events/T/index.php"),
+            is("events", "T")
+        );
+    }
+
+    #[test]
+    fn laravels_own_route_comes_before_a_front_controller_cut() {
+        // Behind PHP-FPM, Laravel routes this to gallery with the token `x.php`.
+        assert_eq!(
+            class_of("GET", "/gallery/x.php/api/v1/events/T"),
+            is("gallery", "x.php")
+        );
+        assert_eq!(
+            class_of("GET", "/public/index.php/api/v1/events/abc.php"),
+            is("events", "abc.php")
+        );
+    }
+
+    #[test]
+    fn front_controllers_before_other_paths_are_not_guest_routes() {
+        for target in [
+            "/public/index.php/api/v1/users/5",
+            "/public/index.php",
+            "/server.php",
+            "/favicon.ico",
+            "/api/v1/users/a.b",
+            "/public/api/v1/events",
+            "/index.php/x.php/api/v2/events/T",
+            "/public/gallery",
+        ] {
+            assert_eq!(class_of("GET", target), none(), "{target}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_path_is_classified_without_panicking() {
+        let long = format!("/{}.php{}", "a".repeat(5000), "/%4a".repeat(3000));
+        assert_eq!(class_of("GET", &long), none());
+        let cut_far = format!("/{}/x.php/api/v1/events/T", "a".repeat(5000));
+        // Past the longest script path a cut is only tried after a front-controller segment.
+        assert_eq!(class_of("GET", &cut_far), is("events", "T"));
+    }
+
+    #[test]
     fn trailing_slashes_are_ignored() {
         assert_eq!(
             class_of("GET", "/api/v1/gallery/T/download///"),
@@ -1121,6 +1585,10 @@ mod tests {
             "//API/v1/gallery/T/DOWNLOAD",
             "/index.php/x/../api/v1/events/a%2541/%3F",
             "http://h/gallery/T%20x",
+            "/public/index.php/api/v1/gallery/T/download%2F",
+            "/a/index.php/xxx%4api/v1/events/T",
+            "/PUBLIC/INDEX.PHP//API/v1/events/T",
+            "/favicon.ico/gallery/T",
         ] {
             let canonical = t.canonical_path(&Method::GET, target.as_bytes()).unwrap();
             assert_eq!(

@@ -1,5 +1,6 @@
 //! Properties of the classifier that must hold for every input: it is total, its
-//! normalisation is idempotent, and a guest path cannot be dodged by re-spelling it.
+//! normalisation is idempotent, and a guest path cannot be dodged by re-spelling it or by
+//! putting a front controller (a script, a static file, the `public` folder) in front of it.
 
 use http::Method;
 use joinshield::classify::{default_specs, Classified, RouteTable};
@@ -119,6 +120,22 @@ const FRONTS: &[&str] = &[
     "/index%2Ephp",
     "/INDEX.PHP",
     "/Index.Php/index.php",
+    "/public/index.php",
+    "/PUBLIC/INDEX.PHP",
+    "/public%2Findex.php",
+    "/public/index.ph%70",
+    "/server.php",
+    "/server%2Ephp",
+    "/sub/index.php",
+    "/a/b/c.php",
+    "/x/../public/index.php",
+    "//index.php/",
+    "/index.php;x",
+    "/index.php%2F",
+    "/public/index.php/public/index.php",
+    "/a/index.php/xxxx",
+    "/favicon.ico",
+    "/public",
 ];
 const ABSOLUTES: &[&str] = &["", "http://example.org", "https://u@h:8443", "HTTP://H"];
 const QUERIES: &[&str] = &["", "?a=b", "?x=/download", "#frag", "?", "#/../x", "?_=1#a"];
@@ -169,6 +186,11 @@ fn spelling() -> impl Strategy<Value = Spelling> {
 /// Builds the raw target for a spelling; `anywhere` lets structure and case changes reach
 /// past the token too.
 fn build(s: &Spelling, anywhere: bool) -> Vec<u8> {
+    build_behind(s, anywhere, FRONTS[s.front].as_bytes())
+}
+
+/// The same behind the front-controller prefix `front`.
+fn build_behind(s: &Spelling, anywhere: bool, front: &[u8]) -> Vec<u8> {
     let tpl = &templates()[s.template];
     let token_at = tpl.segs.iter().position(Option::is_none).unwrap_or(0);
     let reach = if anywhere { tpl.segs.len() } else { token_at };
@@ -224,7 +246,7 @@ fn build(s: &Spelling, anywhere: bool) -> Vec<u8> {
     path.extend(std::iter::repeat_n(b'/', s.trailing_slashes));
     let mut target = Vec::new();
     target.extend_from_slice(ABSOLUTES[s.absolute].as_bytes());
-    target.extend_from_slice(FRONTS[s.front].as_bytes());
+    target.extend_from_slice(front);
     target.extend_from_slice(&path);
     target.extend_from_slice(QUERIES[s.query].as_bytes());
     target
@@ -242,6 +264,34 @@ fn push_maybe_encoded(out: &mut Vec<u8>, b: u8, choice: Option<(bool, bool)>, ma
         }
         _ => out.push(b),
     }
+}
+
+/// A front-controller prefix a web server or `php -S` may hand Laravel what follows of: a
+/// leading run of segments ending in a script (`.php`, any case), a static file or the
+/// `public` folder, with some of its bytes percent-encoded. Segment names use letters that
+/// cannot spell a route's literal (`api`, `gallery`), so Laravel has no other reading of it.
+fn front_controller() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::collection::vec("[0-9a-f_-]{1,8}", 0..3),
+        prop_oneof![
+            "[0-9a-f]{1,8}\\.[pP][hH][pP]",
+            "[0-9a-f]{1,8}\\.(ico|txt|css|js)",
+            "(?i:public)",
+        ],
+        prop::collection::vec((prop::bool::weighted(0.15), any::<bool>()), 48),
+    )
+        .prop_map(|(dirs, last, encode)| {
+            let text: String = dirs
+                .iter()
+                .chain(std::iter::once(&last))
+                .map(|seg| format!("/{seg}"))
+                .collect();
+            let mut out = Vec::new();
+            for (i, &b) in text.as_bytes().iter().enumerate() {
+                push_maybe_encoded(&mut out, b, encode.get(i).copied(), i > 0);
+            }
+            out
+        })
 }
 
 fn name_of(table: &RouteTable, c: &Classified) -> Option<String> {
@@ -330,6 +380,17 @@ proptest! {
         let table = table();
         let tpl = &templates()[s.template];
         let target = build(&s, false);
+        let got = table.classify_target(&tpl.method, &target);
+        let name = name_of(&table, &got);
+        prop_assert_eq!(name.as_deref(), Some(tpl.class), "{}", String::from_utf8_lossy(&target));
+        prop_assert_eq!(got.token.as_deref(), Some(s.token.as_str()), "{}", String::from_utf8_lossy(&target));
+    }
+
+    #[test]
+    fn a_guest_path_cannot_be_dodged_by_a_front_controller(s in spelling(), front in front_controller()) {
+        let table = table();
+        let tpl = &templates()[s.template];
+        let target = build_behind(&s, false, &front);
         let got = table.classify_target(&tpl.method, &target);
         let name = name_of(&table, &got);
         prop_assert_eq!(name.as_deref(), Some(tpl.class), "{}", String::from_utf8_lossy(&target));

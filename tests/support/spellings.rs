@@ -1,6 +1,7 @@
 //! Spellings of guest and near-guest request targets: the generator of the differential test
 //! against Laravel's router (`tests/laravel_routes.rs`), shared with the end-to-end replay in
-//! `tests/hardening_identity.rs`.
+//! `tests/hardening_identity.rs`, and the list of front-controller prefixes tried in front of
+//! them.
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -119,17 +120,12 @@ pub fn respell(rng: &mut StdRng, path: &str) -> Vec<u8> {
         out.push_str(trail[rng.random_range(0..trail.len())]);
     }
     if rng.random_bool(0.2) {
-        let front = [
-            "/index.php",
-            "/index.php/index.php",
-            "/%69ndex.php",
-            "/index%2Ephp",
-            "/INDEX.PHP",
-            "/index.phpx",
-            "%2Findex.php",
-            "/x/index.php",
-        ];
-        let f = front[rng.random_range(0..front.len())];
+        let f = if rng.random_bool(0.5) {
+            FRONT_CONTROLLERS[rng.random_range(0..FRONT_CONTROLLERS.len())]
+        } else {
+            let odd = ["/index.phpx", "%2Findex.php", "/x/index.php", "/x.phpx"];
+            odd[rng.random_range(0..odd.len())]
+        };
         out = if rng.random_bool(0.1) && out.starts_with('/') {
             // Glued: `/index.phpapi/...`.
             format!("{f}{}", &out[1..])
@@ -240,4 +236,113 @@ pub fn method(rng: &mut StdRng) -> String {
         "put", "FOO",
     ];
     methods[rng.random_range(0..methods.len())].to_owned()
+}
+
+/// Front-controller prefixes: scripts, static files and folders a web server or `php -S` may
+/// hand Laravel what follows of (the app in `tests/php/app` has `public/index.php`,
+/// `public/sub/index.php`, `server.php`, `public/favicon.ico` and `public/robots.txt`), in the
+/// spellings an attacker would try: encoded, in another case, with dot segments, doubled
+/// slashes, path parameters, repeated.
+pub const FRONT_CONTROLLERS: &[&str] = &[
+    "/index.php",
+    "/public/index.php",
+    "/server.php",
+    "/sub/index.php",
+    "/public/sub/index.php",
+    "/INDEX.PHP",
+    "/PUBLIC/INDEX.PHP",
+    "/public/INDEX.PHP",
+    "/Server.php",
+    "/%69ndex.php",
+    "/index%2Ephp",
+    "/index.ph%70",
+    "/public%2Findex.php",
+    "/public/index%2Ephp",
+    "/public/index.ph%70",
+    "/%70ublic/index.php",
+    "/server%2Ephp",
+    "/server.ph%70",
+    "/sub%2Findex.php",
+    "/a/b/c.php",
+    "/x/index.php",
+    "/x/../public/index.php",
+    "/public/./index.php",
+    "/public/x/../index.php",
+    "/public/index.php/..",
+    "//index.php/",
+    "//public//index.php/",
+    "/index.php;x",
+    "/public/index.php;x",
+    "/server.php;v=1",
+    "/index.php%2F",
+    "/index.php/index.php",
+    "/public/index.php/public/index.php",
+    "/public/index.php/index.php",
+    "/server.php/index.php",
+    "/favicon.ico",
+    "/robots.txt",
+    "/public/favicon.ico",
+    "/favicon%2Eico",
+    "/public",
+    "/PUBLIC",
+];
+
+/// Guest and near-guest paths (with a fixed token) to put behind each front controller.
+pub const FRONTED_PATHS: &[(&str, &str)] = &[
+    ("GET", "/api/v1/gallery/Tok3n_fr0nt-42/download"),
+    ("GET", "/api/v1/events/Tok3n_fr0nt-42/photos/7/download"),
+    ("HEAD", "/gallery/Tok3n_fr0nt-42/download"),
+    ("POST", "/api/v1/events/Tok3n_fr0nt-42/upload"),
+    ("GET", "/api/v1/events/Tok3n_fr0nt-42"),
+    ("GET", "/gallery/Tok3n_fr0nt-42/photos"),
+    ("GET", "/api/v1/users/5"),
+];
+
+/// Every front controller in front of every fronted path, also glued to it where the prefix
+/// ends in a script (`/index.phpapi/...`: Symfony cuts the script's name without a `/`).
+pub fn fronted_targets() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for front in FRONT_CONTROLLERS {
+        for (method, path) in FRONTED_PATHS {
+            out.push((method.to_string(), format!("{front}{path}").into_bytes()));
+            if front.to_ascii_lowercase().ends_with(".php") {
+                out.push((
+                    method.to_string(),
+                    format!("{front}{}", &path[1..]).into_bytes(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Targets that reach `/api/...` only through Symfony's byte count: when `php -S` finds no
+/// script for a path that names the front controller `name` past its first byte, Symfony
+/// cuts as many bytes as the script's path `script` (from the document root's parent on) is
+/// long, whatever they are; also when the cut falls inside an escape.
+pub fn cut_by_length(script: &str, name: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let head = format!("/a/{name}/");
+    let Some(pad) = script.len().checked_sub(head.len()) else {
+        return out;
+    };
+    for (method, path) in FRONTED_PATHS {
+        let rest = &path[1..];
+        // The cut right before `/`, right before `api`, and after `%6` of `%61pi` (`api`).
+        out.push((
+            method.to_string(),
+            format!("{head}{}{path}", "x".repeat(pad)).into_bytes(),
+        ));
+        out.push((
+            method.to_string(),
+            format!("{head}{}{rest}", "x".repeat(pad)).into_bytes(),
+        ));
+        if let Some(p) = pad.checked_sub(2) {
+            out.push((
+                method.to_string(),
+                format!("{head}{}%6{rest}", "x".repeat(p)).into_bytes(),
+            ));
+        }
+    }
+    out
 }
