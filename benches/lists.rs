@@ -10,7 +10,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ipnet::IpNet;
-use joinshield::lists::{Entry, IpList, TokenList};
+use joinshield::policy::lists::{Entry, IpList, TokenList};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,7 +46,7 @@ fn list_text(n: usize, seed: u64) -> String {
 
 /// The baseline: test every entry, keep the most specific one in force.
 fn naive(entries: &[(IpNet, Entry)], ip: IpAddr, now: i64) -> Option<(IpNet, &Entry)> {
-    let ip = joinshield::client_ip::canonical(ip);
+    let ip = joinshield::policy::client_ip::canonical(ip);
     entries
         .iter()
         .filter(|(n, e)| n.contains(&ip) && e.until.is_none_or(|u| u > now))

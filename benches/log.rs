@@ -6,12 +6,15 @@
 //! record built). Queueing a record (build + try_send) is what an unfolded denial costs the
 //! request itself.
 
+// A benchmark times itself with the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
-use joinshield::log::{
+use joinshield::telemetry::log::{
     redact_path, Destination, Format, Formatter, Level, LogConfig, LogSink, Record, Value,
 };
 
@@ -72,7 +75,7 @@ fn bench(c: &mut Criterion) {
     let sink = match LogSink::start_with(
         &config,
         Destination::File("/dev/null".into()),
-        joinshield::log::QUEUE_CAPACITY,
+        joinshield::telemetry::log::QUEUE_CAPACITY,
     ) {
         Ok(sink) => sink,
         Err(e) => panic!("cannot start the log: {e}"),

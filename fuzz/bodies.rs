@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use joinshield::classify::{default_specs, RouteTable};
-use joinshield::client_ip::{canonical, client_ip as walk, parse_entry, TrustedProxies};
-use joinshield::lists::{IpList, TokenList};
-use joinshield::log::{format::Formatter, redact_path, Format, Level, Record, Value};
+use joinshield::policy::classify::{default_specs, RouteTable};
+use joinshield::policy::client_ip::{canonical, client_ip as walk, parse_entry, TrustedProxies};
+use joinshield::policy::lists::{IpList, TokenList};
+use joinshield::telemetry::log::{format::Formatter, redact_path, Format, Level, Record, Value};
 
 fn routes() -> &'static RouteTable {
     static TABLE: OnceLock<RouteTable> = OnceLock::new();

@@ -1,6 +1,7 @@
 //! The value syntaxes of the configuration file: durations (`500ms`, `10s`, `15m`, `2h`, `1d`),
-//! rates (`300/min`), sizes (`64KiB`) and instants (RFC 3339). Each parser returns a message that
-//! says what was expected, so the caller can name the key and the fix.
+//! rates (`300/min`), sizes (`64KiB`) and instants (RFC 3339, parsed here; written by `clock.rs`). Each parser returns a message that
+//! says what was expected, so the caller can name the key and the fix. A leaf: it imports
+//! nothing of the shield.
 
 use std::time::Duration;
 

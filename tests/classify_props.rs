@@ -2,7 +2,7 @@
 //! normalisation is idempotent, and a guest path cannot be dodged by re-spelling it.
 
 use http::Method;
-use joinshield::classify::{default_specs, Classified, RouteTable};
+use joinshield::policy::classify::{default_specs, Classified, RouteTable};
 use proptest::prelude::*;
 
 fn table() -> RouteTable {

@@ -86,7 +86,7 @@ fn check_reports_every_error_with_file_line_and_key() {
 
 #[tokio::test]
 async fn run_serves_until_sigterm_then_exits_zero() {
-    let app = joinshield::standin::spawn("127.0.0.1:0".parse().unwrap(), false)
+    let app = joinshield::testkit::standin::spawn("127.0.0.1:0".parse().unwrap(), false)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -57,12 +57,12 @@ async fn reload_storm(reloads: u64) {
             .replace("paused = true", &format!("paused = {paused}"))
             .replace("paused = false", &format!("paused = {paused}"));
         std::fs::write(h.config_path(), text).unwrap();
-        let worker = h.shield.shared.clone();
-        let outcome = tokio::task::spawn_blocking(move || joinshield::reload::reload(&worker))
+        let worker = h.shield.reloader();
+        let outcome = tokio::task::spawn_blocking(move || worker.reload())
             .await
             .unwrap();
         assert!(
-            matches!(outcome, joinshield::reload::Outcome::Applied { .. }),
+            matches!(outcome, joinshield::ReloadOutcome::Applied { .. }),
             "{outcome:?}"
         );
     }
@@ -78,7 +78,7 @@ async fn reload_storm(reloads: u64) {
     );
     assert!(total > 0);
     // The file watcher may have applied some saves too: at least one version per reload.
-    assert!(*h.shield.shared.version.borrow() > reloads);
+    assert!(*h.shield.version().borrow() > reloads);
     eprintln!("{reloads} reloads, {total} requests, 0 failed");
 }
 

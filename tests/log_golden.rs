@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use joinshield::log::{Format, Formatter, Level, Record, Value};
+use joinshield::telemetry::log::{Format, Formatter, Level, Record, Value};
 use serde_json::json;
 
 /// The PHP run must finish within this, or the test fails (it never hangs a build).

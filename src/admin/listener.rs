@@ -5,7 +5,6 @@
 //! Tokens are compared by their sha256 digests, in constant time.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +16,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::log::{Level, Record, Value};
-use crate::server::{now_ms, Shared};
-
-/// How recent the app's last sign of life must be for `/readyz`.
-pub const READY_WINDOW_MS: i64 = 10_000;
+use crate::admin::{scrape, views, Parts};
+use crate::background::probe::READY_WINDOW_MS;
+use crate::background::reload::Outcome;
+use crate::shutdown::Shutdown;
+use crate::telemetry::log::{Level, Record, Value};
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -36,15 +34,17 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Answers one admin request.
-pub async fn handle(
-    shared: Arc<Shared>,
+async fn handle(
+    parts: Arc<Parts>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let shared = &parts;
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     Ok(match req.uri().path() {
         "/healthz" if get => text(StatusCode::OK, "ok\n"),
         "/readyz" if get => {
-            if now_ms() - shared.upstream_ok_at.load(Ordering::Relaxed) <= READY_WINDOW_MS {
+            let now_ms = shared.clock.now().unix_ms();
+            if shared.telemetry.liveness.silent_for_ms(now_ms) <= READY_WINDOW_MS {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
@@ -53,11 +53,11 @@ pub async fn handle(
                 )
             }
         }
-        "/metrics" if get => crate::metrics::respond(&shared, req.headers().get(header::ACCEPT)),
+        "/metrics" if get => scrape::respond(shared, req.headers().get(header::ACCEPT)),
         "/healthz" | "/readyz" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        path if path.starts_with("/admin/") => match refuse(&shared, &req) {
+        path if path.starts_with("/admin/") => match refuse(shared, &req) {
             Some(refusal) => refusal,
-            None => admin_api(&shared, req).await,
+            None => admin_api(shared, req).await,
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
@@ -80,8 +80,15 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 /// Checks the bearer token: the refusal to send (403 when admin actions are off, 401 when the
 /// token is wrong), or `None` when the request may go on.
-fn refuse(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
-    let var = shared.snapshot.load().loaded.config.admin.token_env.clone();
+fn refuse(shared: &Parts, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    let var = shared
+        .snapshots
+        .load()
+        .loaded
+        .config
+        .admin
+        .token_env
+        .clone();
     let expected = match std::env::var(&var) {
         Ok(t) if !t.is_empty() => t,
         _ => {
@@ -117,16 +124,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn admin_api(shared: &Parts, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let now = shared.clock.now();
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/admin/reload") => {
-            let worker = shared.clone();
-            match tokio::task::spawn_blocking(move || crate::reload::reload_logged(&worker)).await {
-                Ok(crate::reload::Outcome::Applied { version, changes, warnings }) => json(
+            let worker = shared.reloader.clone();
+            match tokio::task::spawn_blocking(move || worker.reload_logged()).await {
+                Ok(Outcome::Applied { version, changes, warnings }) => json(
                     StatusCode::OK,
                     serde_json::json!({ "version": version, "changes": changes, "warnings": warnings }).to_string(),
                 ),
-                Ok(crate::reload::Outcome::Rejected { errors, kept }) => json(
+                Ok(Outcome::Rejected { errors, kept }) => json(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     serde_json::json!({
                         "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -139,7 +147,7 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
         }
         (_, "/admin/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         (&Method::GET, "/admin/bans") => {
-            let bans = shared.bans.list(chrono::Utc::now().timestamp());
+            let bans = shared.defence.bans.list(now.unix());
             json(
                 StatusCode::OK,
                 serde_json::json!({ "bans": bans }).to_string(),
@@ -150,12 +158,12 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
             let cidr = query_param(req.uri().query().unwrap_or(""), "cidr").unwrap_or_default();
             match parse_net(&cidr) {
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
-                Ok(net) => match shared.bans.lift(net) {
+                Ok(net) => match shared.defence.bans.lift(net) {
                     Some(ban) => {
                         if let Some(cluster) = &shared.cluster {
                             cluster.announce_unban(ban.net);
                         }
-                        shared.log.log(
+                        shared.telemetry.log.log(
                             Record::new(Level::Notice, "Ban lifted")
                                 .with("net", net.to_string())
                                 .with("reason", ban.reason.as_str()),
@@ -172,11 +180,11 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
         (_, "/admin/bans") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE"),
         (&Method::GET, "/admin/status") => json(
             StatusCode::OK,
-            crate::recent::status_json(shared, now_ms()).to_string(),
+            views::status_json(shared, now.unix_ms()).to_string(),
         ),
         (&Method::GET, "/admin/denials") => {
             let query = req.uri().query().unwrap_or("");
-            match crate::recent::denials_ndjson(&shared.recent, query, now_ms()) {
+            match views::denials_ndjson(&shared.telemetry.recent, query, now.unix_ms()) {
                 Ok(body) => {
                     let mut r = json(StatusCode::OK, body);
                     r.headers_mut().insert(
@@ -190,7 +198,7 @@ async fn admin_api(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
         }
         (&Method::GET, "/admin/offenders") => {
             let query = req.uri().query().unwrap_or("");
-            match crate::recent::offenders_json(&shared.recent, query, now_ms()) {
+            match views::offenders_json(&shared.telemetry.recent, query, now.unix_ms()) {
                 Ok(v) => json(StatusCode::OK, v.to_string()),
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
             }
@@ -215,7 +223,7 @@ struct NewBan {
     reason: String,
 }
 
-async fn add_ban(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn add_ban(shared: &Parts, req: Request<Incoming>) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
     let body = match http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -244,7 +252,7 @@ async fn add_ban(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
         Ok(n) => n,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
     };
-    let duration = match crate::config::units::parse_duration(&new.duration) {
+    let duration = match crate::units::parse_duration(&new.duration) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {
             return error(
@@ -260,16 +268,20 @@ async fn add_ban(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
         new.reason
     };
     let ban = shared
+        .defence
         .bans
-        .ban_manual(net, duration, &reason, chrono::Utc::now().timestamp());
+        .ban_manual(net, duration, &reason, shared.clock.now().unix());
     if let Some(cluster) = &shared.cluster {
         cluster.announce_ban(&ban);
     }
-    shared.log.log(
+    shared.telemetry.log.log(
         Record::new(Level::Warning, "Manual ban")
             .with("net", net.to_string())
-            .with("ban_seconds", crate::deny::retry_after_secs(duration))
-            .with("until", crate::housekeeping::rfc3339(ban.until))
+            .with(
+                "ban_seconds",
+                crate::policy::denial::retry_after_secs(duration),
+            )
+            .with("until", crate::clock::rfc3339(ban.until))
             .with("reason", Value::request(&reason)),
     );
     json(
@@ -282,12 +294,14 @@ async fn add_ban(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<
 fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
     let text = text.trim();
     if let Ok(ip) = text.parse::<std::net::IpAddr>() {
-        return Ok(crate::client_ip::canonical_net(ipnet::IpNet::from(ip)));
+        return Ok(crate::policy::client_ip::canonical_net(ipnet::IpNet::from(
+            ip,
+        )));
     }
     let net: ipnet::IpNet = text.parse().map_err(|_| {
         format!("{text:?} is not an IP address or CIDR: write e.g. \"198.51.100.0/24\"")
     })?;
-    let net = crate::client_ip::canonical_net(net);
+    let net = crate::policy::client_ip::canonical_net(net);
     if net != net.trunc() {
         return Err(format!(
             "{text:?} has host bits set: write the network, {}",
@@ -309,12 +323,8 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Serves the admin API on `listener` until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves the admin API on `listener` until `shutdown`.
+pub(crate) async fn serve(listener: TcpListener, parts: Arc<Parts>, shutdown: Shutdown) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -322,9 +332,9 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let shared = shared.clone();
+                let parts = parts.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(shared.clone(), req));
+                    let service = service_fn(move |req| handle(parts.clone(), req));
                     let _ = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(10))
@@ -332,35 +342,7 @@ pub async fn serve(
                         .await;
                 });
             }
-            _ = crate::server::stopped(&mut shutdown) => return,
-        }
-    }
-}
-
-/// Keeps `/readyz` honest when no guest traffic flows: every 2 s without a recent answer from
-/// the app, try to open a connection to it.
-pub async fn probe_upstream(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = crate::server::stopped(&mut shutdown) => return,
-        }
-        if now_ms() - shared.upstream_ok_at.load(Ordering::Relaxed) < READY_WINDOW_MS / 2 {
-            continue;
-        }
-        let authority = shared
-            .snapshot
-            .load()
-            .loaded
-            .config
-            .server
-            .upstream
-            .authority
-            .clone();
-        let connect = tokio::net::TcpStream::connect(authority);
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
-            shared.upstream_ok_at.store(now_ms(), Ordering::Relaxed);
+            _ = shutdown.requested() => return,
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! **Nothing here touches the request path.** A background task ([`run`]) wakes once a second
 //! and reads counters the request path keeps anyway: the per-minute guest error counters of
-//! [`crate::recent::Rates`], the 429/403 denial cells of [`crate::metrics`], and a count of prefix
-//! bans that the guessing counter bumps when it bans one (a rare event). [`Evaluator::evaluate`]
+//! [`crate::telemetry::recent::Rates`], the 429/403 denial cells of [`crate::telemetry::meters`],
+//! and a count of prefix bans ([`crate::telemetry::alerts`]) bumped where a prefix is banned
+//! (a rare event). [`Evaluator::evaluate`]
 //! turns a reading into alerts; it is pure, with the clock passed in, so its windows and
 //! cooldowns are tested without waiting. Alerts go through a bounded queue to one sender task
 //! that POSTs each with a timeout; a full queue drops the alert, a failing or hanging webhook is
@@ -24,19 +25,21 @@
 //! reload that changes the webhook or a threshold applies from the next second.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use ipnet::IpNet;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::clock::SharedClock;
 use crate::config::validate::{AlertsSpec, Webhook};
-use crate::log::{Level, Record};
-use crate::server::{self, Shared};
+use crate::shutdown::Shutdown;
+use crate::snapshot::Snapshots;
+use crate::telemetry::alerts::{Alerts, Kind, Outcome, PrefixBan};
+use crate::telemetry::log::{Level, LogHandle, Record};
+use crate::telemetry::Telemetry;
 
 /// How often the counters are evaluated.
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
@@ -49,120 +52,6 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 
 /// Alerts waiting for the sender; more are dropped (and counted).
 pub const QUEUE: usize = 16;
-
-/// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Guest requests failing (5xx).
-    ErrorRate,
-    /// Denials (429/403) over `denial_rate`.
-    DenialRate,
-    /// A /24 or /48 banned for token guessing.
-    PrefixBan,
-}
-
-/// Every kind, in the order of [`Kind::index`].
-pub const KINDS: [Kind; 3] = [Kind::ErrorRate, Kind::DenialRate, Kind::PrefixBan];
-
-/// The `result` labels of `joinshield_alerts_total`, by [`Outcome`] index.
-pub const RESULTS: [&str; 3] = ["sent", "failed", "dropped"];
-
-impl Kind {
-    /// Its label in metrics and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::ErrorRate => "error_rate",
-            Kind::DenialRate => "denial_rate",
-            Kind::PrefixBan => "prefix_ban",
-        }
-    }
-
-    /// Its index in [`KINDS`].
-    pub fn index(self) -> usize {
-        match self {
-            Kind::ErrorRate => 0,
-            Kind::DenialRate => 1,
-            Kind::PrefixBan => 2,
-        }
-    }
-}
-
-/// What became of an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The webhook answered 2xx.
-    Sent,
-    /// The webhook could not be reached, answered otherwise, or not in time.
-    Failed,
-    /// The queue to the sender was full.
-    Dropped,
-}
-
-impl Outcome {
-    fn index(self) -> usize {
-        match self {
-            Outcome::Sent => 0,
-            Outcome::Failed => 1,
-            Outcome::Dropped => 2,
-        }
-    }
-}
-
-/// The last prefix banned for guessing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrefixBan {
-    /// The banned network.
-    pub net: IpNet,
-    /// The distinct failed tokens that got it banned.
-    pub distinct_tokens: Option<u32>,
-    /// How long it is banned.
-    pub ban_seconds: i64,
-}
-
-/// State shared with the request path and `/metrics`: prefix bans to report, and what became
-/// of the alerts.
-#[derive(Debug, Default)]
-pub struct Alerts {
-    prefix_bans: AtomicU64,
-    last_prefix: Mutex<Option<PrefixBan>>,
-    outcomes: [[AtomicU64; 3]; 3],
-    /// How many times the counters were evaluated: a channel, so that whoever waits for the
-    /// next evaluation (tests) is woken by it instead of polling.
-    evaluations: watch::Sender<u64>,
-}
-
-impl Alerts {
-    /// Notes a prefix banned for guessing (called where the ban is made; rare).
-    pub fn prefix_banned(&self, ban: PrefixBan) {
-        *self
-            .last_prefix
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(ban);
-        self.prefix_bans.fetch_add(1, Ordering::Release);
-    }
-
-    /// Counts what became of an alert of `kind`.
-    pub fn counted(&self, kind: Kind, outcome: Outcome) {
-        self.outcomes[kind.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Alerts by kind (index of [`KINDS`]) and result (index of [`RESULTS`]), since the start.
-    pub fn outcomes(&self) -> [[u64; 3]; 3] {
-        std::array::from_fn(|k| {
-            std::array::from_fn(|r| self.outcomes[k][r].load(Ordering::Relaxed))
-        })
-    }
-
-    /// How many times the counters were evaluated.
-    pub fn evaluations(&self) -> u64 {
-        *self.evaluations.borrow()
-    }
-
-    /// Follows [`Alerts::evaluations`]: `wait_for` on it resolves when an evaluation happens.
-    pub fn watch_evaluations(&self) -> watch::Receiver<u64> {
-        self.evaluations.subscribe()
-    }
-}
 
 /// What the counters say at one instant.
 #[derive(Debug, Clone, Default)]
@@ -304,20 +193,30 @@ impl Evaluator {
     }
 }
 
-/// Reads the counters of `shared` now.
-pub fn read(shared: &Shared, now_ms: i64) -> Reading {
-    let window = shared.recent.rates.window(1, now_ms);
+/// What the alert task holds: the snapshots (for `[alerts]` and the meters), the telemetry
+/// (for the rates and the log), the alert state and the clock.
+#[derive(Clone)]
+pub struct Parts {
+    /// The snapshot in force.
+    pub snapshots: Arc<Snapshots>,
+    /// The per-minute rates and the log.
+    pub telemetry: Arc<Telemetry>,
+    /// Prefix bans noted, and what became of the alerts.
+    pub alerts: Arc<Alerts>,
+    /// The time.
+    pub clock: SharedClock,
+}
+
+/// Reads the counters of `parts` at `now_ms`.
+pub fn read(parts: &Parts, now_ms: i64) -> Reading {
+    let window = parts.telemetry.recent.rates.window(1, now_ms);
+    let (prefix_bans, last_prefix) = parts.alerts.prefix_bans();
     Reading {
         guest: window.guest,
         guest_errors: window.guest_errors,
-        denials_total: shared.snapshot.load().meters.denied_429_403(),
-        prefix_bans: shared.alerts.prefix_bans.load(Ordering::Acquire),
-        last_prefix: shared
-            .alerts
-            .last_prefix
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone(),
+        denials_total: parts.snapshots.load().meters.denied_429_403(),
+        prefix_bans,
+        last_prefix,
     }
 }
 
@@ -328,22 +227,24 @@ struct Job {
     timeout: Duration,
 }
 
-/// Evaluates the counters every [`EVALUATE_EVERY`] until `stopped`, and sends what they raise.
-pub async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+/// Evaluates the counters every [`EVALUATE_EVERY`] until `shutdown`, and sends what they raise.
+pub async fn run(parts: Parts, shutdown: Shutdown) {
     let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-    let sender = tokio::spawn(send_all(shared.clone(), rx));
-    let mut evaluator = Evaluator::new(Instant::now(), &read(&shared, server::now_ms()));
+    let sender = tokio::spawn(send_all(parts.clone(), rx));
+    let start = parts.clock.now();
+    let mut evaluator = Evaluator::new(start.instant(), &read(&parts, start.unix_ms()));
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = server::stopped(&mut stopped) => break,
+            _ = shutdown.requested() => break,
         }
-        let reading = read(&shared, server::now_ms());
-        let spec = shared.snapshot.load().loaded.config.alerts.clone();
+        let now = parts.clock.now();
+        let reading = read(&parts, now.unix_ms());
+        let spec = parts.snapshots.load().loaded.config.alerts.clone();
         if let Some(spec) = spec {
-            for alert in evaluator.evaluate(&spec, Instant::now(), &reading) {
+            for alert in evaluator.evaluate(&spec, now.instant(), &reading) {
                 let kind = alert.kind;
                 let job = Job {
                     alert,
@@ -351,9 +252,10 @@ pub async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
                     timeout: spec.timeout,
                 };
                 if let Err(mpsc::error::TrySendError::Full(job)) = tx.try_send(job) {
-                    shared.alerts.counted(kind, Outcome::Dropped);
+                    parts.alerts.counted(kind, Outcome::Dropped);
                     log_failure(
-                        &shared,
+                        &parts.telemetry.log,
+                        now.instant(),
                         &job,
                         "the alert queue is full (the webhook is slow)",
                     );
@@ -362,22 +264,23 @@ pub async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         } else {
             // Alerts are off: keep the history current so turning them on judges only what
             // happens from then on.
-            evaluator = Evaluator::new(Instant::now(), &reading);
+            evaluator = Evaluator::new(now.instant(), &reading);
         }
-        shared.alerts.evaluations.send_modify(|n| *n += 1);
+        parts.alerts.evaluated();
     }
     drop(tx);
     sender.abort();
 }
 
 /// Sends queued alerts one at a time.
-async fn send_all(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+async fn send_all(parts: Parts, mut rx: mpsc::Receiver<Job>) {
+    let log = &parts.telemetry.log;
     while let Some(job) = rx.recv().await {
         let kind = job.alert.kind;
         match tokio::time::timeout(job.timeout, post(&job.webhook, &job.alert.text)).await {
             Ok(Ok(status)) => {
-                shared.alerts.counted(kind, Outcome::Sent);
-                shared.log.log(
+                parts.alerts.counted(kind, Outcome::Sent);
+                log.log(
                     Record::new(Level::Notice, "Shield alert sent")
                         .with("kind", kind.name())
                         .with("status", u64::from(status))
@@ -385,28 +288,28 @@ async fn send_all(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 );
             }
             Ok(Err(why)) => {
-                shared.alerts.counted(kind, Outcome::Failed);
-                log_failure(&shared, &job, &why);
+                parts.alerts.counted(kind, Outcome::Failed);
+                log_failure(log, parts.clock.now().instant(), &job, &why);
             }
             Err(_) => {
-                shared.alerts.counted(kind, Outcome::Failed);
+                parts.alerts.counted(kind, Outcome::Failed);
                 let why = format!(
                     "no answer within {}",
-                    crate::config::units::format_duration(job.timeout)
+                    crate::units::format_duration(job.timeout)
                 );
-                log_failure(&shared, &job, &why);
+                log_failure(log, parts.clock.now().instant(), &job, &why);
             }
         }
     }
 }
 
 /// Logs an alert that did not get through: one WARNING per kind and fold window.
-fn log_failure(shared: &Shared, job: &Job, why: &str) {
+fn log_failure(log: &LogHandle, now: Instant, job: &Job, why: &str) {
     let kind = job.alert.kind;
     // One fold key per kind; the constant keeps them apart from the request path's keys.
     let key =
         0xa1e7_0000_0000_0000_u64 ^ (kind.index() as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    shared.log.log_folded(key, Instant::now(), || {
+    log.log_folded(key, now, || {
         Record::new(Level::Warning, "Shield alert failed")
             .with("kind", kind.name())
             .with("webhook", job.webhook.authority.as_str())
@@ -454,9 +357,11 @@ async fn post(webhook: &Webhook, text: &str) -> Result<u16, String> {
 }
 
 #[cfg(test)]
+// The tests anchor their instants on the real clock; the code under test reads none.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
-    use crate::config::units::Rate;
+    use crate::units::Rate;
 
     fn spec() -> AlertsSpec {
         AlertsSpec {

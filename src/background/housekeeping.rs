@@ -1,39 +1,57 @@
 //! Background work off the request path: temporary rules that end (`until`) are logged when they
-//! end, bans are saved to the state file when they changed (atomically, see [`crate::bans`]), and
-//! idle keys are pruned from the limiters and the guessing counters.
+//! end, bans are saved to the state file when they changed (atomically, see
+//! [`super::state_file`]), and idle keys are pruned from the limiters and the guessing counters.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::clock::{rfc3339, SharedClock};
+use crate::defence::Defence;
+use crate::shutdown::Shutdown;
+use crate::snapshot::Snapshots;
+use crate::telemetry::log::{Level, LogHandle, Record};
 
-use crate::log::{Level, Record};
-use crate::server::{self, Shared};
+use super::state_file::StateFile;
 
 /// How often expiries are checked and bans saved.
 pub const TICK: Duration = Duration::from_secs(1);
 /// How often idle keys are pruned.
 pub const PRUNE_PERIOD: Duration = Duration::from_secs(10);
 
-/// Runs until `stopped`, then saves the bans one last time.
-pub async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+/// What housekeeping holds: the snapshots (for the rules and the state file's path), the
+/// defences, the log and the clock.
+#[derive(Clone)]
+pub struct Parts {
+    /// The snapshot in force.
+    pub snapshots: Arc<Snapshots>,
+    /// Bans and failed-token counts.
+    pub defence: Arc<Defence>,
+    /// Where expiries and save failures are written.
+    pub log: LogHandle,
+    /// The time.
+    pub clock: SharedClock,
+}
+
+/// Runs until `shutdown`, then saves the bans one last time.
+pub async fn run(parts: Parts, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(TICK);
-    let mut last_prune = Instant::now();
-    let mut last_check = chrono::Utc::now().timestamp();
+    let start = parts.clock.now();
+    let mut last_prune = start.instant();
+    let mut last_check = start.unix();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = server::stopped(&mut stopped) => break,
+            _ = shutdown.requested() => break,
         }
-        let now = chrono::Utc::now().timestamp();
-        log_expired(&shared, last_check, now);
-        last_check = now;
-        let worker = shared.clone();
+        let now = parts.clock.now();
+        log_expired(&parts, last_check, now.unix());
+        last_check = now.unix();
+        let worker = parts.clone();
         let failing = failing.clone();
-        let prune = last_prune.elapsed() >= PRUNE_PERIOD;
+        let prune = now.instant().saturating_duration_since(last_prune) >= PRUNE_PERIOD;
         if prune {
-            last_prune = Instant::now();
+            last_prune = now.instant();
         }
         // File writes and table walks belong on the blocking pool, never on an async worker.
         let _ = tokio::task::spawn_blocking(move || {
@@ -44,15 +62,16 @@ pub async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         })
         .await;
     }
-    let worker = shared.clone();
+    let worker = parts.clone();
     let _ = tokio::task::spawn_blocking(move || save_bans(&worker, &failing)).await;
 }
 
 /// Writes `Temporary rule expired` for every ban, limit and switch whose `until` fell in
 /// `(from, to]`; ended bans are removed.
-pub fn log_expired(shared: &Shared, from: i64, to: i64) {
-    for ban in shared.bans.expire(to) {
-        shared.log.log(
+pub fn log_expired(parts: &Parts, from: i64, to: i64) {
+    let log = &parts.log;
+    for ban in parts.defence.bans.expire(to) {
+        log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "ban")
                 .with("net", ban.net.to_string())
@@ -60,7 +79,7 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
                 .with("until", rfc3339(ban.until)),
         );
     }
-    let snap = shared.snapshot.load();
+    let snap = parts.snapshots.load();
     let config = &snap.loaded.config;
     let ended = |until: Option<i64>| until.is_some_and(|u| from < u && u <= to);
     let lists = &snap.loaded.lists;
@@ -69,7 +88,7 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
         ("allowlist", &lists.allowlist),
     ] {
         for (net, entry) in list.expiring_between(from, to) {
-            shared.log.log(
+            log.log(
                 Record::new(Level::Notice, "Temporary rule expired")
                     .with("kind", kind)
                     .with("net", net.to_string())
@@ -80,7 +99,7 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
     }
     for entry in lists.revoked.expiring_between(from, to) {
         // A revoked token's entry is named by its line, never by the token.
-        shared.log.log(
+        log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "revoked_token")
                 .with("line", entry.line as u64)
@@ -89,7 +108,7 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
         );
     }
     for l in config.limits.iter().filter(|l| ended(l.until)) {
-        shared.log.log(
+        log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "limit")
                 .with("name", l.name.as_str())
@@ -101,7 +120,7 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
         .iter()
         .filter(|w| w.paused && ended(w.until))
     {
-        shared.log.log(
+        log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "switch")
                 .with("name", w.name.as_str())
@@ -112,19 +131,19 @@ pub fn log_expired(shared: &Shared, from: i64, to: i64) {
 
 /// Saves the bans if they changed since the last save. A failure is retried every tick and
 /// logged once until a save succeeds again (`failing` remembers).
-fn save_bans(shared: &Shared, failing: &std::sync::atomic::AtomicBool) {
+fn save_bans(parts: &Parts, failing: &std::sync::atomic::AtomicBool) {
     use std::sync::atomic::Ordering;
-    let path = shared
-        .snapshot
+    let path = parts
+        .snapshots
         .load()
         .loaded
         .config
         .server
         .state_file
         .clone();
-    match shared.bans.save_if_dirty(&path) {
+    match parts.defence.bans.save_if_dirty(&path) {
         Ok(_) => failing.store(false, Ordering::Relaxed),
-        Err(e) if !failing.swap(true, Ordering::Relaxed) => shared.log.log(
+        Err(e) if !failing.swap(true, Ordering::Relaxed) => parts.log.log(
             Record::new(Level::Error, "Shield state file not saved")
                 .with("file", path.display().to_string())
                 .with("error", e.to_string()),
@@ -133,22 +152,16 @@ fn save_bans(shared: &Shared, failing: &std::sync::atomic::AtomicBool) {
     }
 }
 
-fn prune_tables(shared: &Shared) {
-    let snap = shared.snapshot.load_full();
-    for rule in &snap.limits {
+fn prune_tables(parts: &Parts) {
+    let snap = parts.snapshots.load_full();
+    let now = parts.clock.now();
+    for (rule, shared) in snap.rules.limits.iter().zip(&snap.shared_limits) {
         rule.limiter.prune();
-        if let Some(shared) = &rule.shared {
-            shared.prune();
+        if let Some(shared) = shared {
+            shared.prune(now.unix_ms());
         }
     }
     if let Some(e) = &snap.loaded.config.enumeration {
-        shared.failures.prune(&e.settings, Instant::now());
+        parts.defence.failures.prune(&e.settings, now.instant());
     }
-}
-
-/// Unix seconds as `2026-11-28T06:00:00Z`.
-pub fn rfc3339(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| unix.to_string())
 }

@@ -3,12 +3,14 @@
 //! any error nothing changes and the running configuration (and certificate) keeps serving.
 //! Listen addresses change only on restart.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::clock::SharedClock;
 use crate::config::{self, ConfigError, FileStamp};
-use crate::log::{Level, Record, Value};
-use crate::server::Shared;
-use crate::snapshot::Snapshot;
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Publisher, Snapshot, Snapshots};
+use crate::telemetry::log::{Level, Record, Value};
+use crate::telemetry::Telemetry;
 
 /// What a reload did.
 #[derive(Debug)]
@@ -31,21 +33,63 @@ pub enum Outcome {
     },
 }
 
-/// Reloads from the file the current snapshot was loaded from.
-pub fn reload(shared: &Shared) -> Outcome {
+/// The one writer of the snapshot: reloads on a signal, a file change or the admin API, one at
+/// a time. Cheap to clone; every clone shares the one [`Publisher`].
+#[derive(Clone)]
+pub struct Reloader(Arc<Inner>);
+
+struct Inner {
+    /// Held (synchronously, never across an await) while a reload builds and swaps a snapshot.
+    publisher: Mutex<Publisher>,
+    snapshots: Arc<Snapshots>,
+    telemetry: Arc<Telemetry>,
+    clock: SharedClock,
+}
+
+impl Reloader {
+    /// The reloader owning `publisher`, counting and logging into `telemetry`.
+    pub fn new(publisher: Publisher, telemetry: Arc<Telemetry>, clock: SharedClock) -> Reloader {
+        let snapshots = publisher.snapshots().clone();
+        Reloader(Arc::new(Inner {
+            publisher: Mutex::new(publisher),
+            snapshots,
+            telemetry,
+            clock,
+        }))
+    }
+
+    /// The snapshots it writes.
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.0.snapshots
+    }
+
+    /// Reloads from the file the current snapshot was loaded from.
+    pub fn reload(&self) -> Outcome {
+        reload(&self.0)
+    }
+
+    /// Reloads and writes the outcome to the log (see [`reload_logged`]).
+    pub fn reload_logged(&self) -> Outcome {
+        reload_logged(&self.0)
+    }
+}
+
+fn reload(inner: &Inner) -> Outcome {
     // One reload at a time, whoever triggered it (signal, file watch, admin). The guard is
-    // synchronous and never crosses an await; the swap below is the only write of the snapshot.
-    let _one_at_a_time = shared
-        .reload_lock
+    // synchronous and never crosses an await; the publish below is the only write of the
+    // snapshot.
+    let publisher = inner
+        .publisher
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let current = shared.snapshot.load_full();
+        .unwrap_or_else(PoisonError::into_inner);
+    let current = inner.snapshots.load_full();
+    let now = inner.clock.now().unix();
     let path = current.loaded.path.clone();
     let rejected = |errors| Outcome::Rejected {
         errors,
         kept: current.version,
     };
-    let mut loaded = match config::load_with(&path, Some(&current.loaded.lists)) {
+    let mut loaded = match config::load_with(&path, Some(&current.loaded.lists), now) {
         Ok(l) => l,
         Err(errors) => return rejected(errors),
     };
@@ -114,15 +158,15 @@ pub fn reload(shared: &Shared) -> Outcome {
     for (name, (added, removed)) in [
         (
             "blocklist",
-            crate::lists::ip_diff(&old_lists.blocklist, &new_lists.blocklist),
+            crate::policy::lists::ip_diff(&old_lists.blocklist, &new_lists.blocklist),
         ),
         (
             "allowlist",
-            crate::lists::ip_diff(&old_lists.allowlist, &new_lists.allowlist),
+            crate::policy::lists::ip_diff(&old_lists.allowlist, &new_lists.allowlist),
         ),
         (
             "revoked_tokens",
-            crate::lists::token_diff(&old_lists.revoked, &new_lists.revoked),
+            crate::policy::lists::token_diff(&old_lists.revoked, &new_lists.revoked),
         ),
     ] {
         if added + removed > 0 {
@@ -176,7 +220,7 @@ pub fn reload(shared: &Shared) -> Outcome {
     }
     // Serialise reloads: whoever triggered it (signal, file watch, admin), one at a time.
     let version = current.version + 1;
-    let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current)) {
+    let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current), now) {
         Ok(s) => s,
         Err(e) => {
             return rejected(vec![ConfigError {
@@ -187,8 +231,7 @@ pub fn reload(shared: &Shared) -> Outcome {
             }])
         }
     };
-    shared.snapshot.store(Arc::new(snapshot));
-    shared.version.send_replace(version);
+    publisher.publish(snapshot);
     Outcome::Applied {
         version,
         changes,
@@ -260,10 +303,11 @@ fn limit_changes(
 /// Reloads and writes the outcome to the log: NOTICE `Shield configuration reloaded` with the
 /// version, sha256 and what changed, or ERROR `Shield configuration rejected` with every error
 /// and the version kept. Warnings (e.g. listen addresses) are WARNING lines.
-pub fn reload_logged(shared: &Shared) -> Outcome {
-    let outcome = reload(shared);
-    shared
-        .metrics
+fn reload_logged(inner: &Inner) -> Outcome {
+    let outcome = reload(inner);
+    let telemetry = &inner.telemetry;
+    telemetry
+        .meters
         .reloaded(matches!(outcome, Outcome::Applied { .. }));
     match &outcome {
         Outcome::Applied {
@@ -271,13 +315,13 @@ pub fn reload_logged(shared: &Shared) -> Outcome {
             changes,
             warnings,
         } => {
-            let sha = shared.snapshot.load().loaded.sha256.clone();
+            let sha = inner.snapshots.load().loaded.sha256.clone();
             let changes = if changes.is_empty() {
                 vec!["no effective change".to_string()]
             } else {
                 changes.clone()
             };
-            shared.log.log(
+            telemetry.log.log(
                 Record::new(Level::Notice, "Shield configuration reloaded")
                     .with("version", *version)
                     .with("sha256", sha)
@@ -287,14 +331,14 @@ pub fn reload_logged(shared: &Shared) -> Outcome {
                     ),
             );
             for w in warnings {
-                shared.log.log(
+                telemetry.log.log(
                     Record::new(Level::Warning, "Shield configuration warning")
                         .with("warning", w.as_str()),
                 );
             }
         }
         Outcome::Rejected { errors, kept } => {
-            shared.log.log(
+            telemetry.log.log(
                 Record::new(Level::Error, "Shield configuration rejected")
                     .with(
                         "errors",
@@ -342,8 +386,8 @@ pub const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(5
 
 /// The files a snapshot was built from: the configuration, every list and the certificate pair
 /// it names.
-fn watched_files(shared: &Shared) -> Vec<std::path::PathBuf> {
-    let snap = shared.snapshot.load();
+fn watched_files(snapshots: &Snapshots) -> Vec<std::path::PathBuf> {
+    let snap = snapshots.load();
     let lists = &snap.loaded.config.lists;
     let mut files = vec![snap.loaded.path.clone()];
     files.extend(
@@ -364,9 +408,9 @@ pub struct Watched(Vec<(std::path::PathBuf, FileStamp)>);
 impl Watched {
     /// Stamps the files of the snapshot in force now (call before serving, so no edit made
     /// after start-up can be missed).
-    pub fn now(shared: &Shared) -> Watched {
+    pub fn now(snapshots: &Snapshots) -> Watched {
         Watched(
-            watched_files(shared)
+            watched_files(snapshots)
                 .into_iter()
                 .map(|f| {
                     let s = FileStamp::of(&f);
@@ -380,17 +424,13 @@ impl Watched {
 /// Watches the configuration file and every list file it names; a change (written in place or
 /// renamed over) is reloaded once the files have been stable for one [`WATCH_PERIOD`], so a
 /// reload never reads a half-written file and applies within about a second.
-pub async fn watch(
-    shared: std::sync::Arc<Shared>,
-    mut files: Watched,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn watch(reloader: Reloader, mut files: Watched, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(WATCH_PERIOD);
     let mut pending: Option<Vec<FileStamp>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::server::stopped(&mut stopped) => return,
+            _ = shutdown.requested() => return,
         }
         let now: Vec<FileStamp> = files.0.iter().map(|(f, _)| FileStamp::of(f)).collect();
         let applied = files.0.iter().map(|(_, s)| s);
@@ -409,11 +449,11 @@ pub async fn watch(
         for ((_, old), new) in files.0.iter_mut().zip(now) {
             *old = new;
         }
-        let worker = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || reload_logged(&worker)).await;
+        let worker = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || worker.reload_logged()).await;
         // A reload may name other list files; files already watched keep their stamps.
         let mut next = Vec::new();
-        for f in watched_files(&shared) {
+        for f in watched_files(reloader.snapshots()) {
             let s = match files.0.iter().find(|(p, _)| *p == f) {
                 Some((_, s)) => s.clone(),
                 None => FileStamp::of(&f),

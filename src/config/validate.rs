@@ -9,11 +9,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{Field, FileConfig, Unknown};
-use super::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
-use crate::classify::RouteSpec;
-use crate::enumeration::{EnumerationSettings, MAX_DISTINCT};
-use crate::limits::{KeyKind, Mode};
-use crate::log::{Format, LogConfig};
+use crate::policy::classify::RouteSpec;
+use crate::policy::guessing::{EnumerationSettings, MAX_DISTINCT};
+use crate::policy::limits::{KeyKind, Mode};
+use crate::telemetry::log::{Format, LogConfig};
+use crate::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
 use std::num::NonZeroU32;
 
 /// The validated configuration.
@@ -422,7 +422,7 @@ pub fn parse_upstream(text: &str) -> Result<Upstream, String> {
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
-        let net = crate::client_ip::canonical_net(net);
+        let net = crate::policy::client_ip::canonical_net(net);
         if net != net.trunc() {
             return Err(format!(
                 "{text:?} has host bits set: write the network, {}",
@@ -432,7 +432,7 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
         return Ok(net);
     }
     text.parse::<std::net::IpAddr>()
-        .map(|ip| crate::client_ip::canonical_net(IpNet::from(ip)))
+        .map(|ip| crate::policy::client_ip::canonical_net(IpNet::from(ip)))
         .map_err(|_| {
             format!(
                 "{text:?} is not an IP address or CIDR: write e.g. \"10.0.0.0/8\" or \"::1/128\""
@@ -711,7 +711,7 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         });
 
     let routes = match &file.route {
-        None => Some(crate::classify::default_specs()),
+        None => Some(crate::policy::classify::default_specs()),
         Some(list) => validate_routes(list, errors),
     };
 
@@ -850,7 +850,7 @@ fn validate_cluster(c: &super::file::FileCluster, errors: &mut Errors) -> Option
                     "cluster.timeout",
                     format!(
                         "{} is longer than a guest should wait on Redis: give at most 1s (5ms is typical)",
-                        super::units::format_duration(t)
+                        crate::units::format_duration(t)
                     ),
                 );
                 None
@@ -873,7 +873,7 @@ fn validate_cluster(c: &super::file::FileCluster, errors: &mut Errors) -> Option
                     "cluster.sync_interval",
                     format!(
                         "{} is out of range: give 100ms to 60s (1s keeps replicas within a second of each other)",
-                        super::units::format_duration(t)
+                        crate::units::format_duration(t)
                     ),
                 );
                 None
@@ -1310,8 +1310,8 @@ fn validate_enumeration(
                 "enumeration.max_ban",
                 format!(
                     "{} is shorter than ban ({}): make max_ban at least ban",
-                    super::units::format_duration(m),
-                    super::units::format_duration(b)
+                    crate::units::format_duration(m),
+                    crate::units::format_duration(b)
                 ),
             );
         }
@@ -1634,7 +1634,7 @@ fn validate_routes(list: &[super::file::FileRoute], errors: &mut Errors) -> Opti
     }
     // Pattern errors are reported by index, which matches the file only when every route parsed.
     if ok {
-        if let Err(errs) = crate::classify::RouteTable::new(&specs) {
+        if let Err(errs) = crate::policy::classify::RouteTable::new(&specs) {
             for (route, path, e) in errs {
                 errors.push(format!("route[{route}].paths[{path}]"), e.to_string());
             }

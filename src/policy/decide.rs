@@ -2,12 +2,12 @@
 //! I/O. The order is SPEC §4's: blocklist and bans (every path), then on guest routes switches,
 //! revoked and malformed tokens, and rate limits (which allowlisted clients skip).
 
-use crate::bans::Bans;
-use crate::classify::ClassId;
-use crate::client_ip::ClientKey;
-use crate::deny::Denial;
-use crate::limits::{self, Exceeded};
-use crate::snapshot::Snapshot;
+use crate::policy::bans::Bans;
+use crate::policy::classify::ClassId;
+use crate::policy::client_ip::ClientKey;
+use crate::policy::denial::Denial;
+use crate::policy::limits::{self, Exceeded, Settled};
+use crate::policy::rules::Rules;
 
 /// What the decision reads about a request.
 #[derive(Debug, Clone, Copy)]
@@ -27,28 +27,27 @@ pub struct Facts<'a> {
     /// Whether the client is on the allowlist (exempt from limits and automatic bans).
     pub allowlisted: bool,
     /// How the cluster settled each shared limit, by rule index (empty: every limit local).
-    pub settled: &'a [crate::cluster::limits::Settled],
+    pub settled: &'a [Settled],
 }
 
 /// Decides one request: `Some(denial)` to answer it, `None` to forward it. Shadow limits that
 /// the request exceeded are appended to `shadowed` (it goes through all the same).
 pub fn decide(
-    snap: &Snapshot,
+    rules: &Rules,
     bans: &Bans,
     facts: &Facts<'_>,
     shadowed: &mut Vec<Exceeded>,
 ) -> Option<Denial> {
     // The blocklist and bans apply on every path: such a client does not reach the app at all.
     // A client both allowed and blocked is blocked.
-    let lists = &snap.loaded.lists;
-    if !lists.blocklist.is_empty() && lists.blocklist.lookup(facts.ip, facts.now_unix).is_some() {
+    if !rules.blocklist.is_empty() && rules.blocklist.lookup(facts.ip, facts.now_unix).is_some() {
         return Some(Denial::Blocked);
     }
     if let Some((net, retry_after)) = bans.lookup(facts.ip, facts.now_unix) {
         return Some(Denial::Banned { net, retry_after });
     }
     let class = facts.class?;
-    if let Some(switch) = snap
+    if let Some(switch) = rules
         .switches
         .iter()
         .find(|s| s.applies(class, facts.now_unix))
@@ -60,24 +59,25 @@ pub fn decide(
         });
     }
     if let Some(token) = facts.token {
-        if lists.revoked.lookup(token, facts.now_unix).is_some() {
+        if rules.revoked.lookup(token, facts.now_unix).is_some() {
             return Some(Denial::Revoked);
         }
-        if let Some(e) = &snap.loaded.config.enumeration {
-            if !e.token_pattern.is_match(token) {
+        if let Some(pattern) = &rules.token_pattern {
+            if !pattern.is_match(token) {
                 return Some(Denial::InvalidToken);
             }
         }
     }
-    if snap.limits.is_empty() || facts.allowlisted {
+    if rules.limits.is_empty() || facts.allowlisted {
         return None;
     }
-    let client = limits::client_key_hash(facts.client);
+    // The client's hash is the one the request computed once; the token's only now, when a
+    // limit may need it.
     let token = facts.token.map(limits::token_hash);
     limits::check(
-        &snap.limits,
+        &rules.limits,
         class,
-        client,
+        facts.client_hash,
         token,
         facts.now_unix,
         facts.settled,
@@ -85,3 +85,6 @@ pub fn decide(
     )
     .map(Denial::RateLimited)
 }
+
+#[cfg(test)]
+mod tests;

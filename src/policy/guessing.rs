@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::client_ip::{canonical, ClientKey};
-use crate::limits::hash_keys;
+use crate::policy::client_ip::{canonical, ClientKey};
+use crate::policy::limits::hash_keys;
 
 /// Slots per set: a new key may displace one of this many.
 pub const WAYS: usize = 8;
@@ -245,26 +245,29 @@ fn weakest(ways: &[Slot], cutoff: u64) -> usize {
 pub struct FailureCounter {
     clients: Table,
     prefixes: Table,
-    /// Times are kept as milliseconds since this instant (a day before creation, so instants
-    /// taken just before the counter was built still order correctly).
-    epoch: Instant,
+    /// Times are kept as milliseconds since this instant: a day before the first instant the
+    /// counter is given, so instants a little older than that still order correctly. (Set on
+    /// first use: the counter reads no clock.)
+    epoch: std::sync::OnceLock<Instant>,
 }
 
 impl FailureCounter {
     /// A counter tracking at most `cap_clients` clients and `cap_prefixes` prefixes (each at
     /// least 1). The slots are allocated now: about 40 bytes each, plus 16 bytes per token held.
     pub fn new(cap_clients: usize, cap_prefixes: usize) -> Self {
-        let now = Instant::now();
         FailureCounter {
             clients: Table::new(cap_clients),
             prefixes: Table::new(cap_prefixes),
-            epoch: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
+            epoch: std::sync::OnceLock::new(),
         }
     }
 
     fn millis(&self, at: Instant) -> u64 {
+        let epoch = *self
+            .epoch
+            .get_or_init(|| at.checked_sub(Duration::from_secs(86_400)).unwrap_or(at));
         // Saturates after 584 million years.
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(at.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A failed token from `client` (its [`ClientKey`]; IPv6 already grouped by the
@@ -384,6 +387,8 @@ fn net_key(net: IpNet) -> u64 {
 }
 
 #[cfg(test)]
+// The tests anchor their instants on the real clock; the code under test reads none.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

@@ -12,6 +12,10 @@
 //!
 //! A limiter's state lives outside the configuration: a reload that leaves a limit's key and
 //! quota alone carries the same [`KeyedLimiter`] into the new snapshot, so no bucket refills.
+//!
+//! A limit shared across a cluster is settled before the decision (by the cluster, which knows
+//! Redis); the decision only reads how it was settled ([`Settled`]). This module knows nothing
+//! of the cluster.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
@@ -27,10 +31,10 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::classify::ClassId;
-use crate::client_ip::ClientKey;
-use crate::cluster::limits::Settled;
-use crate::config::units::Rate;
+use crate::policy::classify::ClassId;
+use crate::policy::client_ip::ClientKey;
+use crate::policy::rules::ClassMask;
+use crate::units::Rate;
 
 /// What a limit counts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,17 @@ pub enum Mode {
     Enforce,
     /// Exceeding it is counted and logged; the request goes through.
     Shadow,
+}
+
+/// How one shared limit was settled for a request, before the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Not settled through the cluster: the local limiter decides.
+    Local,
+    /// A token of the shared bucket was taken for this request.
+    Granted,
+    /// The shared bucket is empty; this long until it has a token.
+    Denied(Duration),
 }
 
 /// The per-process key for hashing limiter keys (and other keys an attacker must not predict).
@@ -314,8 +329,8 @@ pub struct LimiterStats {
 pub struct LimitRule {
     /// The limit's name (reported in answers and logs).
     pub name: Arc<str>,
-    /// The route classes it applies to (bit i = class i).
-    pub classes: u64,
+    /// The route classes it applies to.
+    pub classes: ClassMask,
     /// What it counts by.
     pub key: KeyKind,
     /// Enforce or shadow.
@@ -325,14 +340,14 @@ pub struct LimitRule {
     /// The limiter (carried across reloads when key and quota are unchanged). For a shared
     /// limit it decides while the cluster link is in fallback.
     pub limiter: Arc<KeyedLimiter>,
-    /// The cluster-wide side of a `shared = true` limit (when `[cluster]` is configured).
-    pub shared: Option<Arc<crate::cluster::limits::SharedLimit>>,
+    /// Whether the limit is shared across a `[cluster]` (settled before the decision).
+    pub shared: bool,
 }
 
 impl LimitRule {
     /// Whether the limit applies to a request of `class` at `now_unix`.
     pub fn applies(&self, class: ClassId, now_unix: i64) -> bool {
-        self.classes & (1u64 << (class & 63)) != 0 && self.until.is_none_or(|u| now_unix < u)
+        self.classes.contains(class) && self.until.is_none_or(|u| now_unix < u)
     }
 }
 

@@ -1,5 +1,7 @@
 //! The list files of SPEC §3: the blocklist and allowlist (addresses and CIDRs) and the revoked
 //! join tokens, parsed with every bad line reported at once and looked up without allocating.
+//! Reading the files is the configuration's job (`config/list_files.rs`): this is text in,
+//! tables out.
 //!
 //! It decides two things: whether a client IP is listed at a given instant (and by which entry),
 //! and whether a join token is revoked at a given instant.
@@ -12,7 +14,7 @@
 //! the chain finds the most specific unexpired entry. IPv4-mapped IPv6 entries and clients
 //! (`::ffff:a.b.c.d`, networks inside `::ffff:0:0/96`) are IPv4 everywhere; an IPv6 network that
 //! merely contains `::ffff:0:0/96` (such as `::/0`) matches IPv6 clients only, as in
-//! [`crate::client_ip::TrustedProxies`].
+//! [`crate::policy::client_ip::TrustedProxies`].
 //!
 //! How, for tokens: only SHA-256 digests are kept, in a hash set. A plain token in the file is
 //! hashed at load and the secret dropped; a request's token is hashed only when the list is not
@@ -37,8 +39,8 @@ use std::path::{Path, PathBuf};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha2::{Digest as _, Sha256};
 
-use crate::client_ip::{canonical, canonical_net};
-use crate::config::units::parse_instant;
+use crate::policy::client_ip::{canonical, canonical_net};
+use crate::units::parse_instant;
 
 /// One line of a list file: when it stops applying, why it is there, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,39 +255,6 @@ fn parse_lines<'a>(
         }
     }
     Err(errors)
-}
-
-/// Reads a list file as UTF-8 text; a missing, unreadable or non-UTF-8 file is one error.
-fn read_text(path: &Path) -> Result<String, Vec<ListError>> {
-    let error = |line, message: String| {
-        vec![ListError {
-            file: path.to_path_buf(),
-            line,
-            message,
-        }]
-    };
-    let bytes = std::fs::read(path).map_err(|e| {
-        let message = match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "file not found: create it (an empty file is an empty list) or fix the path in \
-                 [lists]"
-                    .to_string()
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "permission denied: let the shield's user read the file".to_string()
-            }
-            _ => format!("cannot read the file ({e}): check the path in [lists]"),
-        };
-        error(0, message)
-    })?;
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = e.utf8_error().valid_up_to();
-        let bytes = e.as_bytes();
-        let line = 1 + bytes
-            .get(..valid)
-            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
-        error(line, "not UTF-8 text: save the file as UTF-8".to_string())
-    })
 }
 
 /// `until` as a sort and compare key: never expiring sorts last.
@@ -615,11 +584,6 @@ impl IpList {
         })
     }
 
-    /// Reads and parses a list file; a missing or unreadable file is one error with line 0.
-    pub fn load(path: &Path) -> Result<IpList, Vec<ListError>> {
-        IpList::parse(&read_text(path)?, path)
-    }
-
     /// The list with no entries.
     pub fn empty() -> IpList {
         IpList::default()
@@ -847,11 +811,6 @@ impl TokenList {
             index,
             untils,
         })
-    }
-
-    /// Reads and parses a revoked-tokens file; a missing or unreadable file is one error, line 0.
-    pub fn load(path: &Path) -> Result<TokenList, Vec<ListError>> {
-        TokenList::parse(&read_text(path)?, path)
     }
 
     /// The list with no entries.
@@ -1302,43 +1261,6 @@ mod tests {
         assert_eq!(ip_diff(&new, &old), (2, 2));
         assert_eq!(ip_diff(&old, &old), (0, 0));
         assert_eq!(ip_diff(&IpList::empty(), &old), (3, 0));
-    }
-
-    #[test]
-    fn a_missing_file_is_one_error_on_line_zero() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("absent.txt");
-        let errs = IpList::load(&path).err().unwrap_or_default();
-        assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].line, 0);
-        assert!(errs[0].message.starts_with("file not found: create it"));
-        assert_eq!(
-            errs[0].to_string(),
-            format!("{}: {}", path.display(), errs[0].message)
-        );
-        assert_eq!(TokenList::load(&path).err().map(|e| e.len()), Some(1));
-    }
-
-    #[test]
-    fn a_file_that_is_not_utf8_names_the_line() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("latin1.txt");
-        std::fs::write(&path, b"10.0.0.1\n10.0.0.2 reason=\"caf\xe9\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let errs = IpList::load(&path).err().unwrap_or_default();
-        assert_eq!(errs.len(), 1);
-        assert_eq!(
-            (errs[0].line, errs[0].message.as_str()),
-            (2, "not UTF-8 text: save the file as UTF-8")
-        );
-    }
-
-    #[test]
-    fn a_file_on_disk_loads() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("blocklist.txt");
-        std::fs::write(&path, "10.0.0.0/8\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(IpList::load(&path).map(|l| l.len()), Ok(1));
     }
 
     const SECRET: &str = "s3cr3t-join-token";

@@ -1,7 +1,8 @@
-//! Forwarding to the app: a pooled keep-alive HTTP/1.1 client (see [`Upstream`]), header hygiene
+//! The forward phase: a pooled keep-alive HTTP/1.1 client to the app (see [`Upstream`]), header hygiene
 //! (hop-by-hop headers out, the shield's own forwarding headers in), and bodies streamed both
 //! ways: a 64 MiB upload or gallery zip passes through in small chunks and is never held in
-//! memory.
+//! memory. It returns the app's answer or a [`ForwardError`]; `respond.rs` turns the latter into
+//! the shield's answer.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -23,7 +24,102 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::ServiceExt;
 
-use crate::deny::Denial;
+use crate::clock::Now;
+use crate::proxy::request::RequestCtx;
+use crate::proxy::Parts;
+
+/// Why a request could not be forwarded (or its answer not received). Each has its answer in
+/// `respond.rs`; none is a policy decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ForwardError {
+    /// The app could not be reached, or reset the connection.
+    #[error("the upstream could not be reached")]
+    Unavailable,
+    /// The app did not send its response head within `upstream_timeout`.
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    /// The client's body stalled past `body_timeout` (also when `upstream_timeout` ran out
+    /// while the shield was still waiting on the client).
+    #[error("the request body stalled")]
+    BodyStalled,
+    /// The client's body ran past `max_body`.
+    #[error("the request body is larger than max_body")]
+    BodyTooLarge,
+    /// The client's body broke mid-stream (bad chunk framing, cut off): the client's fault,
+    /// never the app's.
+    #[error("the request body is malformed or was cut off")]
+    BrokenBody,
+}
+
+impl ForwardError {
+    /// Whether part of the client's body is left unread (the connection must close after the
+    /// answer).
+    pub(crate) fn leaves_body_unread(self) -> bool {
+        matches!(
+            self,
+            ForwardError::BodyTooLarge | ForwardError::BodyStalled | ForwardError::BrokenBody
+        )
+    }
+}
+
+/// How forwarding ended: the app's answer (when its head arrived), or why there is none.
+// Built once per request and matched at once by `finish`: boxing the answer would cost an
+// allocation per forwarded request to save a move.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Forwarded {
+    /// The app answered; its head arrived `latency` after the request was sent, at `at`.
+    Answered {
+        /// The app's answer, its body still streaming.
+        response: Response<ResponseBody>,
+        /// From sending to the response head.
+        latency: Duration,
+        /// When the head arrived.
+        at: Now,
+    },
+    /// No answer; noticed at `at`.
+    Failed {
+        /// Why.
+        error: ForwardError,
+        /// When.
+        at: Now,
+    },
+}
+
+/// The forward phase: turns the client's request into the app's (origin-form target, hygiene,
+/// forwarding headers), streams its body with the stall and size limits, and waits for the
+/// answer's head within `upstream_timeout`.
+pub(crate) async fn forward(parts: &Parts, ctx: &RequestCtx, req: Request<Incoming>) -> Forwarded {
+    let server = &ctx.snap.loaded.config.server;
+    let limit = usize::try_from(server.max_body).unwrap_or(usize::MAX);
+    let (head, body) = req.into_parts();
+    let body = ClientBody::new(body, server.body_timeout);
+    let body_waiting = body.waiting();
+    let mut up = Request::from_parts(head, Limited::new(body, limit));
+    prepare(
+        &mut up,
+        &server.upstream.uri,
+        &ForwardInfo {
+            client: ctx.client,
+            https: ctx.https,
+            request_id: &ctx.request_id,
+        },
+    );
+    // The upstream latency is measured around the exchange alone (not the cluster's settling).
+    let sent = parts.clock.now();
+    let result = parts
+        .upstream
+        .send(up, server.upstream_timeout, &body_waiting)
+        .await;
+    let at = parts.clock.now();
+    match result {
+        Ok(response) => Forwarded::Answered {
+            response,
+            latency: at.instant().saturating_duration_since(sent.instant()),
+            at,
+        },
+        Err(error) => Forwarded::Failed { error, at },
+    }
+}
 
 /// The request body as sent upstream: the client's, cut off past `max_body`.
 pub type UpstreamBody = Limited<ClientBody>;
@@ -203,12 +299,12 @@ impl Upstream {
         req: Request<UpstreamBody>,
         timeout: Duration,
         body_waiting: &std::sync::atomic::AtomicBool,
-    ) -> Result<Response<ResponseBody>, Denial> {
+    ) -> Result<Response<ResponseBody>, ForwardError> {
         let waiting = body_waiting;
         match tokio::time::timeout(timeout, self.exchange(req)).await {
             // Still waiting on the client's body: the client is slow, not the app.
-            Err(_) if waiting.load(Ordering::Relaxed) => Err(Denial::BodyTimeout),
-            Err(_) => Err(Denial::UpstreamTimeout),
+            Err(_) if waiting.load(Ordering::Relaxed) => Err(ForwardError::BodyStalled),
+            Err(_) => Err(ForwardError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify_error(&*e)),
         }
@@ -334,21 +430,17 @@ impl Drop for ResponseBody {
     }
 }
 
-/// The answer when the client's own body broke mid-stream (bad chunk framing, cut off): the
-/// client's fault, never the app's.
-pub const BROKEN_BODY: Denial = Denial::BadRequest("The request body is malformed or was cut off.");
-
-/// A failed exchange is 413 when the client's body ran past the limit, 400 when the client's
-/// body broke (bad chunked framing, cut off), else 502.
-fn classify_error(e: &(dyn std::error::Error + 'static)) -> Denial {
+/// Why an exchange failed: the client's body ran past the limit, stalled or broke (bad chunked
+/// framing, cut off), else the app is unavailable.
+fn classify_error(e: &(dyn std::error::Error + 'static)) -> ForwardError {
     let mut client_body = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
-            return Denial::PayloadTooLarge;
+            return ForwardError::BodyTooLarge;
         }
         if err.is::<BodyStalled>() {
-            return Denial::BodyTimeout;
+            return ForwardError::BodyStalled;
         }
         // hyper reports an error of the request body stream as a "user" error caused by it;
         // the body is the client's, so is the fault. (Must not blame the app: that would feed
@@ -359,9 +451,9 @@ fn classify_error(e: &(dyn std::error::Error + 'static)) -> Denial {
         source = err.source();
     }
     if client_body {
-        BROKEN_BODY
+        ForwardError::BrokenBody
     } else {
-        Denial::UpstreamUnavailable
+        ForwardError::Unavailable
     }
 }
 
@@ -402,7 +494,8 @@ const STRIPPED_REQUEST: [HeaderName; 4] = [
 ];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+#[cfg(test)]
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &[]);
 }
 

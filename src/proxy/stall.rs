@@ -3,7 +3,7 @@
 //!
 //! Without it a client that asks for a gallery zip and never reads keeps its connection, its
 //! task and an app connection forever, and enough of them fill `max_connections`. Reads are left
-//! alone: `header_timeout` bounds a head and [`crate::forward::ClientBody`] a request body.
+//! alone: `header_timeout` bounds a head and [`crate::proxy::forward::ClientBody`] a request body.
 
 use std::future::Future as _;
 use std::io;

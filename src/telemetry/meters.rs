@@ -10,10 +10,9 @@
 //! reordering classes never moves counts from one label to another; a class that is removed
 //! takes its series with it.
 //!
-//! **Everything else is read at scrape time**: limiter tables, bans, the version and list sizes
-//! come from the snapshot and [`Shared`]; [`render`] gathers them with the counters into one
-//! value and hands it to one of prometheus-client's text encoders as a custom collector: the
-//! Prometheus text format 0.0.4 by default, OpenMetrics 1.0 when the scraper's `Accept` asks.
+//! **Everything else is read at scrape time** (`admin/scrape.rs`): limiter tables, bans, the
+//! version and list sizes come from the snapshot and the shield's parts, gathered with the
+//! counters here into one value for one of prometheus-client's text encoders.
 //!
 //! Label values come only from fixed sets: route class names of the configuration (or `other`),
 //! [`Denial::code`], `1xx`..`5xx`, limit and list names, and a few fixed words. Never an IP, a
@@ -23,21 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
-
-use crate::classify::ClassId;
-use crate::deny::Denial;
-use crate::server::Shared;
-
-/// The `Content-Type` of OpenMetrics 1.0 text.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::policy::classify::ClassId;
+use crate::policy::denial::Denial;
 
 /// The route label of requests outside every route class.
 pub const OTHER_ROUTE: &str = "other";
@@ -68,20 +54,20 @@ pub const REASONS: [&str; 11] = [
 pub const ALERTED_REASONS: [usize; 3] = [4, 6, 8];
 
 /// The `status_class` labels, indexed by the status's first digit minus one.
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The `mode` labels: index 0 enforced (the guest got the denial), 1 shadow (logged only).
-const MODES: [&str; 2] = ["enforce", "shadow"];
+pub(crate) const MODES: [&str; 2] = ["enforce", "shadow"];
 
 /// The `kind` labels of upstream errors.
-const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
+pub(crate) const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 
 /// The `reason` labels of requests hyper refused before the shield saw them, by
 /// [`Metrics::connection_failed`] index.
 pub const REFUSED_BY_HTTP: [&str; 3] = ["malformed", "head_too_large", "header_timeout"];
 
 /// The `result` labels of reloads.
-const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
+pub(crate) const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
 
 /// The index of `denial`'s code in [`REASONS`]; one exhaustive match, so a new kind of denial
 /// cannot go uncounted.
@@ -105,13 +91,13 @@ pub fn reason_index(denial: &Denial) -> usize {
 #[derive(Debug, Default)]
 pub struct RouteCells {
     /// Answers by status class.
-    status: [AtomicU64; 5],
+    pub(crate) status: [AtomicU64; 5],
     /// Denials by [`REASONS`] index and [`MODES`] index.
-    denials: [[AtomicU64; 2]; REASONS.len()],
+    pub(crate) denials: [[AtomicU64; 2]; REASONS.len()],
     /// Upstream latency: per-bucket (not cumulative) counts, the last one `+Inf`.
-    latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    pub(crate) latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     /// Sum of the observed latencies in microseconds.
-    latency_sum_us: AtomicU64,
+    pub(crate) latency_sum_us: AtomicU64,
 }
 
 impl RouteCells {
@@ -205,7 +191,7 @@ impl RouteMeters {
     }
 
     /// Each route label once, with its cells.
-    fn rows(&self) -> impl Iterator<Item = (&str, &RouteCells)> {
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (&str, &RouteCells)> {
         self.names
             .iter()
             .zip(&self.cells)
@@ -215,17 +201,17 @@ impl RouteMeters {
     }
 }
 
-/// Counters that belong to no route: kept in [`Shared`] for the life of the process.
+/// Counters that belong to no route: kept for the life of the process.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Upstream errors by [`UPSTREAM_ERRORS`] index.
-    upstream_errors: [AtomicU64; 2],
+    pub(crate) upstream_errors: [AtomicU64; 2],
     /// Reloads by [`RELOAD_RESULTS`] index.
-    reloads: [AtomicU64; 2],
+    pub(crate) reloads: [AtomicU64; 2],
     /// Requests hyper refused, by [`REFUSED_BY_HTTP`] index.
-    refused_by_http: [AtomicU64; 3],
+    pub(crate) refused_by_http: [AtomicU64; 3],
     /// TLS handshakes, completed and failed.
-    pub tls: crate::tls::HandshakeCounts,
+    pub tls: HandshakeCounts,
 }
 
 impl Metrics {
@@ -263,416 +249,90 @@ impl Metrics {
     }
 }
 
-/// One route's counts, read at scrape time.
-#[derive(Debug)]
-struct RouteSample {
-    route: String,
-    status: [u64; 5],
-    denials: [[u64; 2]; REASONS.len()],
-    latency: [u64; LATENCY_BOUNDS_US.len() + 1],
-    latency_sum_us: u64,
-}
-
-/// One limit's table, read at scrape time.
-#[derive(Debug)]
-struct LimitSample {
-    limit: String,
-    stats: crate::limits::LimiterStats,
-}
-
-/// Everything `/metrics` shows, read at one scrape (each value atomically, not all together).
-#[derive(Debug)]
-struct Sample {
-    routes: Vec<RouteSample>,
-    limits: Vec<LimitSample>,
-    upstream_errors: [u64; 2],
-    reloads: [u64; 2],
-    refused_by_http: [u64; 3],
-    bans: usize,
-    version: u64,
-    lists: [(&'static str, usize); 3],
-    log_dropped: u64,
-    alerts: [[u64; 3]; 3],
-    tls: Option<TlsSample>,
-    /// With `[cluster]`: fallback on, errors by kind, replicas alive.
-    cluster: Option<(bool, [u64; 3], usize)>,
-}
-
-/// The HTTPS listener's counts and the certificate in force, read at scrape time.
-#[derive(Debug)]
-struct TlsSample {
-    done: u64,
-    failed: [u64; 4],
-    not_after: Option<i64>,
-}
-
-fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
+/// Every cell of `cells`, each read atomically (not all together).
+pub(crate) fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
     std::array::from_fn(|i| cells[i].load(Ordering::Relaxed))
 }
 
-impl Sample {
-    fn read(shared: &Shared) -> Sample {
-        let snap = shared.snapshot.load();
-        let routes = snap
-            .meters
-            .rows()
-            .map(|(route, c)| RouteSample {
-                route: route.to_string(),
-                status: load(&c.status),
-                denials: std::array::from_fn(|i| load(&c.denials[i])),
-                latency: load(&c.latency),
-                latency_sum_us: c.latency_sum_us.load(Ordering::Relaxed),
-            })
-            .collect();
-        let limits = snap
-            .limits
-            .iter()
-            .map(|l| LimitSample {
-                limit: l.name.to_string(),
-                stats: l.limiter.stats(),
-            })
-            .collect();
-        let lists = &snap.loaded.lists;
-        Sample {
-            routes,
-            limits,
-            upstream_errors: load(&shared.metrics.upstream_errors),
-            reloads: load(&shared.metrics.reloads),
-            refused_by_http: load(&shared.metrics.refused_by_http),
-            bans: shared.bans.len(),
-            cluster: shared
-                .cluster
-                .as_ref()
-                .map(|c| (!c.link.is_up(), c.link.errors(), c.replicas().len())),
-            version: snap.version,
-            lists: [
-                ("blocklist", lists.blocklist.len()),
-                ("allowlist", lists.allowlist.len()),
-                ("revoked_tokens", lists.revoked.len()),
-            ],
-            log_dropped: shared.log.dropped(),
-            alerts: shared.alerts.outcomes(),
-            tls: shared.tls_port.map(|_| TlsSample {
-                done: shared.metrics.tls.done.load(Ordering::Relaxed),
-                failed: load(&shared.metrics.tls.failed),
-                not_after: snap.loaded.tls.as_ref().map(|t| t.not_after),
-            }),
-        }
-    }
-}
-
-/// Writes one counter family with a label per value.
-fn counters<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in rows {
-        family
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-    }
-    Ok(())
-}
-
-/// Writes one gauge family with a label per value.
-fn gauges<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in rows {
-        family.encode_family(&labels)?.encode_gauge(&value)?;
-    }
-    Ok(())
-}
-
-impl Collector for Sample {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let e = &mut encoder;
-        counters(
-            e,
-            "joinshield_requests",
-            "Requests answered, by route class and status class.",
-            self.routes.iter().flat_map(|r| {
-                STATUS_CLASSES.iter().zip(r.status).map(|(class, n)| {
-                    (
-                        vec![("route", r.route.as_str()), ("status_class", *class)],
-                        n,
-                    )
-                })
-            }),
-        )?;
-        counters(
-            e,
-            "joinshield_denials",
-            "Shield answers instead of the app (enforce) and would-be denials (shadow), by route class, reason and mode.",
-            self.routes.iter().flat_map(|r| {
-                REASONS.iter().zip(&r.denials).flat_map(move |(reason, modes)| {
-                    MODES
-                        .iter()
-                        .zip(modes)
-                        .filter(|(_, n)| **n > 0)
-                        .map(move |(mode, n)| {
-                            (
-                                vec![
-                                    ("route", r.route.as_str()),
-                                    ("reason", *reason),
-                                    ("mode", *mode),
-                                ],
-                                *n,
-                            )
-                        })
-                })
-            }),
-        )?;
-        {
-            let mut family = e.encode_descriptor(
-                "joinshield_upstream_latency",
-                "Time from sending a request to the app to its response head, by route class.",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
-            for r in &self.routes {
-                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
-                    .iter()
-                    .map(|&us| us as f64 / 1e6)
-                    .chain(std::iter::once(f64::INFINITY))
-                    .zip(r.latency)
-                    .collect();
-                let count = r.latency.iter().sum();
-                let labels = [("route", r.route.as_str())];
-                family
-                    .encode_family(&labels)?
-                    .encode_histogram::<NoLabelSet>(
-                        r.latency_sum_us as f64 / 1e6,
-                        count,
-                        &buckets,
-                        None,
-                    )?;
-            }
-        }
-        counters(
-            e,
-            "joinshield_upstream_errors",
-            "Requests the app did not answer, by kind.",
-            UPSTREAM_ERRORS
-                .iter()
-                .zip(self.upstream_errors)
-                .map(|(kind, n)| (vec![("kind", *kind)], n)),
-        )?;
-        counters(
-            e,
-            "joinshield_http_refused",
-            "Requests the HTTP layer refused before the shield's checks: malformed (400), head_too_large (431/414), header_timeout (closed).",
-            REFUSED_BY_HTTP
-                .iter()
-                .zip(self.refused_by_http)
-                .map(|(reason, n)| (vec![("reason", *reason)], n)),
-        )?;
-        gauges(
-            e,
-            "joinshield_limiter_keys",
-            "Keys tracked by each limit's table.",
-            self.limits
-                .iter()
-                .map(|l| (vec![("limit", l.limit.as_str())], l.stats.keys as u64)),
-        )?;
-        gauges(
-            e,
-            "joinshield_limiter_key_capacity",
-            "Most keys each limit's table holds (max_keys).",
-            self.limits
-                .iter()
-                .map(|l| (vec![("limit", l.limit.as_str())], l.stats.cap as u64)),
-        )?;
-        counters(
-            e,
-            "joinshield_limiter_evictions",
-            "Idle keys pruned from each limit's table.",
-            self.limits
-                .iter()
-                .map(|l| (vec![("limit", l.limit.as_str())], l.stats.evicted)),
-        )?;
-        counters(
-            e,
-            "joinshield_limiter_overflow_hits",
-            "Requests of untracked keys that found the limit's table full and shared its overflow bucket.",
-            self.limits
-                .iter()
-                .map(|l| (vec![("limit", l.limit.as_str())], l.stats.overflow_hits)),
-        )?;
-        gauges(
-            e,
-            "joinshield_bans_active",
-            "Bans held (automatic and manual; ended ones until the janitor removes them).",
-            [(vec![], self.bans as u64)],
-        )?;
-        counters(
-            e,
-            "joinshield_config_reloads",
-            "Configuration reloads, by result.",
-            RELOAD_RESULTS
-                .iter()
-                .zip(self.reloads)
-                .map(|(result, n)| (vec![("result", *result)], n)),
-        )?;
-        gauges(
-            e,
-            "joinshield_config_version",
-            "Version of the configuration in force (1 at start, +1 per applied reload).",
-            [(vec![], self.version)],
-        )?;
-        gauges(
-            e,
-            "joinshield_list_entries",
-            "Entries of each list in force.",
-            self.lists
-                .iter()
-                .map(|(list, n)| (vec![("list", *list)], *n as u64)),
-        )?;
-        counters(
-            e,
-            "joinshield_log_records_dropped",
-            "Log records dropped because the log queue was full.",
-            [(vec![], self.log_dropped)],
-        )?;
-        counters(
-            e,
-            "joinshield_alerts",
-            "Alerts raised, by kind and what became of them (sent: the webhook answered 2xx; failed: it did not, or not in time; dropped: the queue to it was full).",
-            crate::alerts::KINDS.iter().flat_map(|kind| {
-                crate::alerts::RESULTS
-                    .iter()
-                    .zip(self.alerts[kind.index()])
-                    .map(|(result, n)| (vec![("kind", kind.name()), ("result", *result)], n))
-            }),
-        )?;
-        if let Some(tls) = &self.tls {
-            counters(
-                e,
-                "joinshield_tls_handshakes",
-                "TLS handshakes completed on the HTTPS listener.",
-                [(vec![], tls.done)],
-            )?;
-            counters(
-                e,
-                "joinshield_tls_handshake_failures",
-                "TLS handshakes that did not complete, by reason (not_tls, timeout, closed, protocol).",
-                crate::tls::FAILURE_REASONS
-                    .iter()
-                    .zip(tls.failed)
-                    .map(|(reason, n)| (vec![("reason", *reason)], n)),
-            )?;
-            if let Some(not_after) = tls.not_after {
-                let mut family = e.encode_descriptor(
-                    "joinshield_tls_certificate_expiry_timestamp",
-                    "When the certificate in force stops being valid (Unix time).",
-                    Some(&Unit::Seconds),
-                    MetricType::Gauge,
-                )?;
-                let none: [(&str, &str); 0] = [];
-                family.encode_family(&none)?.encode_gauge(&not_after)?;
-            }
-        }
-        if let Some((fallback, errors, replicas)) = self.cluster {
-            gauges(
-                e,
-                "joinshield_cluster_fallback",
-                "1 while this replica decides on local state because Redis is unreachable, else 0.",
-                [(vec![], u64::from(fallback))],
-            )?;
-            counters(
-                e,
-                "joinshield_cluster_errors",
-                "Failed exchanges with Redis, by kind.",
-                crate::cluster::ERROR_KINDS
-                    .iter()
-                    .zip(errors)
-                    .map(|(kind, n)| (vec![("kind", *kind)], n)),
-            )?;
-            gauges(
-                e,
-                "joinshield_cluster_replicas",
-                "Replicas alive at the last heartbeat (this one included).",
-                [(vec![], replicas as u64)],
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// The text formats `/metrics` can write.
+/// Why a TLS handshake did not complete; each is one value of the metric's `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The Prometheus text format 0.0.4, the default (what `promtool check metrics` reads).
-    Prometheus,
-    /// OpenMetrics 1.0 text, for a scraper whose `Accept` asks for it.
-    OpenMetrics,
+pub enum HandshakeFailure {
+    /// The first byte was not a TLS handshake record (plain HTTP, garbage).
+    NotTls,
+    /// Not done within the handshake timeout (including the wait for a slot).
+    Timeout,
+    /// The client closed or reset the connection first.
+    Closed,
+    /// A TLS error: no common protocol version, cipher suite or ALPN protocol, a bad message.
+    Protocol,
 }
 
-impl Format {
-    /// The format a scraper asks for with `accept` (Prometheus sends
-    /// `application/openmetrics-text` first when it can read it).
-    pub fn negotiate(accept: Option<&HeaderValue>) -> Format {
-        let wants_openmetrics = accept
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/openmetrics-text"));
-        if wants_openmetrics {
-            Format::OpenMetrics
-        } else {
-            Format::Prometheus
-        }
-    }
+/// The metric's `reason` label of each [`HandshakeFailure`], in index order.
+pub const FAILURE_REASONS: [&str; 4] = ["not_tls", "timeout", "closed", "protocol"];
 
-    /// Its `Content-Type`.
-    pub fn content_type(self) -> &'static str {
+impl HandshakeFailure {
+    /// Index into [`FAILURE_REASONS`].
+    pub fn index(self) -> usize {
         match self {
-            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            HandshakeFailure::NotTls => 0,
+            HandshakeFailure::Timeout => 1,
+            HandshakeFailure::Closed => 2,
+            HandshakeFailure::Protocol => 3,
         }
     }
 }
 
-/// The text exposition of `shared`'s metrics in `format`.
-pub fn render(shared: &Shared, format: Format) -> String {
-    encode(Sample::read(shared), format)
+/// Handshake counters, kept for the life of the process.
+#[derive(Debug, Default)]
+pub struct HandshakeCounts {
+    /// Handshakes completed.
+    pub done: AtomicU64,
+    /// Handshakes failed, by [`HandshakeFailure::index`].
+    pub failed: [AtomicU64; 4],
 }
 
-fn encode(sample: Sample, format: Format) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(sample));
-    let mut out = String::with_capacity(8 * 1024);
-    // Writing to a String cannot fail, and the collector returns no errors of its own.
-    let _ = match format {
-        Format::Prometheus => {
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+impl HandshakeCounts {
+    /// Counts one handshake's outcome.
+    pub fn count(&self, outcome: Result<(), HandshakeFailure>) {
+        match outcome {
+            Ok(()) => self.done.fetch_add(1, Ordering::Relaxed),
+            Err(f) => self.failed[f.index()].fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// When the app last showed it is alive (answered, or accepted a probe's connection), for
+/// `/readyz`.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Unix milliseconds of the last sign of life (0: none yet).
+    ok_at_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Liveness {
+    /// Notes that the app answered at `now_ms` (cheap: one relaxed load, a store at most once
+    /// a second).
+    pub fn note(&self, now_ms: i64) {
+        if now_ms - self.ok_at_ms.load(Ordering::Relaxed) > 1000 {
+            self.ok_at_ms.store(now_ms, Ordering::Relaxed);
         }
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
-    };
-    out
-}
+    }
 
-/// The `/metrics` answer, in the format `accept` asks for.
-pub fn respond(shared: &Shared, accept: Option<&HeaderValue>) -> Response<Full<Bytes>> {
-    let format = Format::negotiate(accept);
-    let mut r = Response::new(Full::new(Bytes::from(render(shared, format))));
-    *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    r
+    /// Notes a sign of life at `now_ms`, however recent the last one.
+    pub fn set(&self, now_ms: i64) {
+        self.ok_at_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// How long before `now_ms` the app was last seen alive.
+    pub fn silent_for_ms(&self, now_ms: i64) -> i64 {
+        now_ms - self.ok_at_ms.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::Exceeded;
+    use crate::policy::limits::Exceeded;
 
     fn every_denial() -> Vec<Denial> {
         vec![
@@ -684,7 +344,7 @@ mod tests {
             Denial::RateLimited(Exceeded {
                 name: "l".into(),
                 retry_after: Duration::from_secs(1),
-                rate: crate::config::units::parse_rate("1/s").unwrap(),
+                rate: crate::units::parse_rate("1/s").unwrap(),
                 burst: 1,
             }),
             Denial::Paused {
@@ -801,110 +461,5 @@ mod tests {
         m.reloaded(false);
         m.reloaded(false);
         assert_eq!(load(&m.reloads), [1, 2]);
-    }
-
-    fn sample() -> Sample {
-        let c = RouteCells::default();
-        c.forwarded(200, Duration::from_millis(3));
-        c.forwarded(200, Duration::from_millis(30));
-        Sample {
-            routes: vec![RouteSample {
-                route: "events".into(),
-                status: load(&c.status),
-                denials: std::array::from_fn(|i| load(&c.denials[i])),
-                latency: load(&c.latency),
-                latency_sum_us: c.latency_sum_us.load(Ordering::Relaxed),
-            }],
-            limits: vec![],
-            upstream_errors: [0, 1],
-            reloads: [2, 0],
-            bans: 3,
-            version: 4,
-            lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
-            log_dropped: 0,
-            alerts: [[0; 3]; 3],
-            refused_by_http: [0; 3],
-            tls: Some(TlsSample {
-                done: 7,
-                failed: [1, 2, 3, 4],
-                not_after: Some(1_800_000_000),
-            }),
-            cluster: None,
-        }
-    }
-
-    #[test]
-    fn cluster_families_appear_only_with_a_cluster() {
-        assert!(!encode(sample(), Format::Prometheus).contains("joinshield_cluster"));
-        let text = encode(
-            Sample {
-                cluster: Some((true, [4, 1, 0], 2)),
-                ..sample()
-            },
-            Format::Prometheus,
-        );
-        for line in [
-            "joinshield_cluster_fallback 1",
-            "joinshield_cluster_errors_total{kind=\"timeout\"} 4",
-            "joinshield_cluster_errors_total{kind=\"connection\"} 1",
-            "joinshield_cluster_errors_total{kind=\"reply\"} 0",
-            "joinshield_cluster_replicas 2",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
-    }
-
-    #[test]
-    fn the_exposition_has_every_family_with_cumulative_buckets() {
-        let text = encode(sample(), Format::OpenMetrics);
-        for line in [
-            "joinshield_requests_total{route=\"events\",status_class=\"2xx\"} 2",
-            "joinshield_upstream_latency_seconds_bucket{le=\"0.005\",route=\"events\"} 1",
-            "joinshield_upstream_latency_seconds_bucket{le=\"0.05\",route=\"events\"} 2",
-            "joinshield_upstream_latency_seconds_bucket{le=\"+Inf\",route=\"events\"} 2",
-            "joinshield_upstream_latency_seconds_count{route=\"events\"} 2",
-            "joinshield_upstream_latency_seconds_sum{route=\"events\"} 0.033",
-            "joinshield_upstream_errors_total{kind=\"timeout\"} 1",
-            "joinshield_config_reloads_total{result=\"applied\"} 2",
-            "joinshield_bans_active 3",
-            "joinshield_config_version 4",
-            "joinshield_list_entries{list=\"blocklist\"} 5",
-            "joinshield_log_records_dropped_total 0",
-            "joinshield_tls_handshakes_total 7",
-            "joinshield_tls_handshake_failures_total{reason=\"not_tls\"} 1",
-            "joinshield_tls_handshake_failures_total{reason=\"protocol\"} 4",
-            "joinshield_tls_certificate_expiry_timestamp_seconds 1800000000",
-            "# EOF",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
-        // No denial happened: no denial series, only the family's header.
-        assert!(!text.contains("joinshield_denials_total{"));
-    }
-
-    #[test]
-    fn the_prometheus_format_names_counter_families_by_their_samples() {
-        let text = encode(sample(), Format::Prometheus);
-        assert!(text.contains("# TYPE joinshield_requests_total counter\n"));
-        assert!(
-            text.contains("joinshield_requests_total{route=\"events\",status_class=\"2xx\"} 2\n")
-        );
-        assert!(text.contains("# TYPE joinshield_upstream_latency_seconds histogram\n"));
-        assert!(!text.contains("# EOF"));
-    }
-
-    #[test]
-    fn openmetrics_is_served_only_to_a_scraper_that_asks_for_it() {
-        let prom = HeaderValue::from_static(
-            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
-        );
-        assert_eq!(Format::negotiate(Some(&prom)), Format::OpenMetrics);
-        let plain = HeaderValue::from_static("text/plain");
-        assert_eq!(Format::negotiate(Some(&plain)), Format::Prometheus);
-        assert_eq!(Format::negotiate(None), Format::Prometheus);
-        assert_eq!(
-            Format::Prometheus.content_type(),
-            "text/plain; version=0.0.4; charset=utf-8"
-        );
     }
 }

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
 
-use crate::deny::{self, Denial, Seen};
+use crate::policy::denial::{retry_after_secs, Denial};
+use crate::telemetry::denial_line::{log_message, Seen};
 
 /// Denials kept in the ring.
 pub const RING_CAPACITY: usize = 100_000;
@@ -105,7 +106,9 @@ impl Recent {
         now_ms: i64,
     ) {
         if blames_client(denial, shadow) {
-            let preview = seen.token.map(|t| crate::log::token_preview(t, keep));
+            let preview = seen
+                .token
+                .map(|t| crate::telemetry::log::token_preview(t, keep));
             self.offenders
                 .note(Kind::Denials, seen.ip, preview.as_deref(), now_ms);
         }
@@ -119,7 +122,7 @@ impl Recent {
 
     /// Records a failed token (a malformed one, or one the app refused) from `ip`.
     pub fn record_failed_token(&self, ip: IpAddr, token: &str, keep: usize, now_ms: i64) {
-        let preview = crate::log::token_preview(token, keep);
+        let preview = crate::telemetry::log::token_preview(token, keep);
         self.offenders
             .note(Kind::FailedTokens, ip, Some(&preview), now_ms);
     }
@@ -129,19 +132,6 @@ impl Recent {
     pub fn record_answer(&self, guest: bool, forwarded: bool, status: u16, now_ms: i64) {
         self.rates.note(guest, forwarded, status, now_ms);
     }
-}
-
-/// [`cut`] for a string the caller already owns: no copy when it is short enough.
-fn cut_owned(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("...");
-    }
-    s
 }
 
 /// Whether a denial counts against the client: the app failing is not the client's doing, and
@@ -156,15 +146,12 @@ fn blames_client(denial: &Denial, shadow: bool) -> bool {
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking a cut with `...`.
 fn cut(s: &str, max: usize) -> Box<str> {
-    if s.len() <= max {
+    let kept = crate::text::utf8_prefix(s, max);
+    if kept.len() == s.len() {
         return s.into();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = String::with_capacity(end + 3);
-    out.push_str(&s[..end]);
+    let mut out = String::with_capacity(kept.len() + 3);
+    out.push_str(kept);
     out.push_str("...");
     out.into()
 }
@@ -219,18 +206,21 @@ impl Entry {
         at_ms: i64,
     ) -> Entry {
         let path = match seen.token {
-            Some(t) => cut_owned(crate::log::redact_path(seen.path, t, keep), MAX_PATH),
+            Some(t) => crate::text::truncate_marked(
+                crate::telemetry::log::redact_path(seen.path, t, keep),
+                MAX_PATH,
+            ),
             None => cut(seen.path, MAX_PATH).into(),
         };
         Entry {
             seq: 0,
             at_ms,
-            message: deny::log_message(denial, seen.route.is_some()),
+            message: log_message(denial, seen.route.is_some()),
             reason: denial.code(),
             ip: seen.ip,
             token: seen
                 .token
-                .map(|t| crate::log::token_preview(t, keep).into()),
+                .map(|t| crate::telemetry::log::token_preview(t, keep).into()),
             route: seen.route.map(Into::into),
             method: seen.method.clone(),
             path,
@@ -243,7 +233,7 @@ impl Entry {
                 _ => None,
             },
             shadow,
-            retry_after: denial.retry_after().map(deny::retry_after_secs),
+            retry_after: denial.retry_after().map(retry_after_secs),
             request_id: cut(
                 &String::from_utf8_lossy(seen.request_id.as_bytes()),
                 MAX_REQUEST_ID,
@@ -280,9 +270,9 @@ impl Entry {
             logged: bool,
         }
         let line = Line {
-            time: rfc3339_ms(self.at_ms),
+            time: crate::clock::rfc3339_ms(self.at_ms),
             unix_ms: self.at_ms,
-            level: crate::log::Level::Warning.name(),
+            level: crate::telemetry::log::Level::Warning.name(),
             message: self.message,
             reason: self.reason,
             ip: self.ip,
@@ -299,13 +289,6 @@ impl Entry {
         };
         serde_json::to_string(&line).unwrap_or_default()
     }
-}
-
-/// `2026-11-27T20:00:00.123Z`.
-pub fn rfc3339_ms(unix_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(unix_ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| unix_ms.to_string())
 }
 
 /// The last denials, in a ring of slots allocated once. A slot is a pointer (16 bytes with its
@@ -615,9 +598,9 @@ impl Offenders {
     pub fn note(&self, kind: Kind, ip: IpAddr, token: Option<&str>, now_ms: i64) {
         let k = kind as usize;
         let minute = minute_of(now_ms);
-        let ip = crate::client_ip::canonical(ip);
+        let ip = crate::policy::client_ip::canonical(ip);
         self.ips[k].add(&ip, minute);
-        self.prefixes[k].add(&crate::enumeration::prefix_of(ip), minute);
+        self.prefixes[k].add(&crate::policy::guessing::prefix_of(ip), minute);
         if let Some(t) = token {
             self.tokens[k].add(t, minute);
         }
@@ -758,131 +741,6 @@ impl Rates {
         }
         w
     }
-}
-
-/// The largest `since` of `/admin/denials` (the ring may hold less).
-pub const MAX_DENIALS_SINCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-/// The largest `top` of `/admin/offenders`.
-pub const MAX_TOP: usize = 100;
-
-/// `since` from a query string: a duration from 1 s up to `max` (default 15 minutes).
-fn since_param(query: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
-    let Some(text) = crate::admin::query_param(query, "since") else {
-        return Ok(std::time::Duration::from_secs(15 * 60));
-    };
-    let fix = format!(
-        "write since=15m (a duration from 1s to {})",
-        crate::config::units::format_duration(max)
-    );
-    match crate::config::units::parse_duration(&text) {
-        Ok(d) if d >= std::time::Duration::from_secs(1) && d <= max => Ok(d),
-        Ok(_) => Err(format!("since={text} is out of range: {fix}")),
-        Err(e) => Err(format!("since={text}: {e}; {fix}")),
-    }
-}
-
-/// `top` from a query string: 1 to [`MAX_TOP`] (default 20).
-fn top_param(query: &str) -> Result<usize, String> {
-    let Some(text) = crate::admin::query_param(query, "top") else {
-        return Ok(20);
-    };
-    match text.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "top={text} is not a whole number from 1 to {MAX_TOP}: write e.g. top=20"
-        )),
-    }
-}
-
-/// `/admin/denials`: the denials since `since` as NDJSON, newest last; or why the query is
-/// wrong.
-pub fn denials_ndjson(recent: &Recent, query: &str, now_ms: i64) -> Result<String, String> {
-    let since = since_param(query, MAX_DENIALS_SINCE)?;
-    let cutoff = now_ms.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
-    let mut out = String::new();
-    for e in recent.ring.since(cutoff) {
-        out.push_str(&e.json());
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-/// `/admin/offenders`: the top IPs, prefixes and token previews by denials and by failed
-/// tokens; or why the query is wrong. `since` is rounded up to whole minutes.
-pub fn offenders_json(
-    recent: &Recent,
-    query: &str,
-    now_ms: i64,
-) -> Result<serde_json::Value, String> {
-    let since = since_param(
-        query,
-        std::time::Duration::from_secs(60 * MINUTES_KEPT as u64),
-    )?;
-    let top = top_param(query)?;
-    let minutes = i64::try_from(since.as_secs().div_ceil(60)).unwrap_or(1);
-    Ok(serde_json::json!({
-        "since": crate::config::units::format_duration(since),
-        "minutes": minutes,
-        "top": top,
-        "denials": recent.offenders.top(Kind::Denials, minutes, top, now_ms),
-        "failed_tokens": recent.offenders.top(Kind::FailedTokens, minutes, top, now_ms),
-    }))
-}
-
-/// An estimated count, rounded to a whole number.
-fn whole(estimate: f64) -> u64 {
-    // Saturating: a negative or NaN estimate is 0.
-    estimate.round() as u64
-}
-
-/// `/admin/status`: what is loaded, what is paused, how big the lists are, how many bans are
-/// active, and how the app and the shield are doing.
-pub fn status_json(shared: &crate::server::Shared, now_ms: i64) -> serde_json::Value {
-    let snap = shared.snapshot.load();
-    let config = &snap.loaded.config;
-    let now_unix = now_ms.div_euclid(1000);
-    let switches: Vec<serde_json::Value> = config
-        .switches
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "paused": s.paused && s.until.is_none_or(|u| now_unix < u),
-                "until": s.until.map(crate::housekeeping::rfc3339),
-            })
-        })
-        .collect();
-    let lists = &snap.loaded.lists;
-    let rate = |minutes: u32| {
-        shared
-            .recent
-            .rates
-            .window(minutes, now_ms)
-            .guest_error_rate()
-    };
-    let last = shared.recent.rates.window(1, now_ms);
-    serde_json::json!({
-        "version": snap.version,
-        "sha256": snap.loaded.sha256,
-        "loaded_at": crate::housekeeping::rfc3339(snap.loaded_at),
-        "switches": switches,
-        "lists": {
-            "blocklist": lists.blocklist.len(),
-            "allowlist": lists.allowlist.len(),
-            "revoked_tokens": lists.revoked.len(),
-        },
-        "bans": shared.bans.list(now_unix).len(),
-        "guest_error_rate": { "1m": rate(1), "5m": rate(5), "15m": rate(15) },
-        "per_minute": {
-            "requests": whole(last.requests),
-            "denials": whole(last.denials),
-            "guest_forwarded": whole(last.guest),
-            "guest_errors": whole(last.guest_errors),
-        },
-        "denials_recorded": shared.recent.ring.recorded(),
-        "ring_capacity": shared.recent.ring.capacity(),
-        "cluster": shared.cluster.as_ref().map(|c| c.status_json()),
-    })
 }
 
 #[cfg(test)]

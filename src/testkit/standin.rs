@@ -21,7 +21,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use crate::shutdown::Stop;
 
 /// Tokens the demo prints in its example commands.
 pub const DEMO_TOKENS: [&str; 3] = [
@@ -72,13 +73,13 @@ pub struct StandIn {
     pub addr: SocketAddr,
     /// Its counters.
     pub state: Arc<StandInState>,
-    stop: watch::Sender<bool>,
+    stop: Stop,
 }
 
 impl StandIn {
     /// Stops accepting connections.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
     }
 }
 
@@ -96,7 +97,7 @@ pub async fn spawn(addr: SocketAddr, record: bool) -> std::io::Result<StandIn> {
         recorded: record.then(|| Mutex::new(Vec::new())),
         ..StandInState::default()
     });
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = crate::shutdown::pair();
     let serve_state = state.clone();
     tokio::spawn(async move {
         loop {
@@ -110,7 +111,7 @@ pub async fn spawn(addr: SocketAddr, record: bool) -> std::io::Result<StandIn> {
                         let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                     });
                 }
-                _ = crate::server::stopped(&mut stopped) => return,
+                _ = stopped.requested() => return,
             }
         }
     });

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use joinshield::standin::{self, StandIn};
+use joinshield::testkit::standin::{self, StandIn};
 use joinshield::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

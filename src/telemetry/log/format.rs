@@ -402,7 +402,7 @@ pub fn php_lossy_utf8(bytes: &[u8]) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Level;
+    use crate::telemetry::log::Level;
     use chrono::TimeZone;
 
     fn at() -> DateTime<Utc> {

@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use crate::clock::SharedClock;
+
 use super::fold::{FoldOutcome, FoldTable, FOLD_TABLE_CAP};
 use super::{Formatter, Level, LogConfig, Record, Value};
 
@@ -135,6 +137,14 @@ struct Shared {
     reopen: AtomicBool,
     folds: FoldTable,
     token_preview: usize,
+    clock: SharedClock,
+}
+
+impl Shared {
+    /// The time now, as the formatter takes it.
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.clock.now().unix_micros()).unwrap_or_default()
+    }
 }
 
 /// A cheap, cloneable handle for logging from anywhere; it never blocks.
@@ -154,7 +164,7 @@ impl std::fmt::Debug for LogHandle {
 impl LogHandle {
     /// Queues `record`, stamped now. Drops and counts it when the queue is full.
     pub fn log(&self, record: Record) {
-        self.log_at(Utc::now(), record);
+        self.log_at(self.shared.now(), record);
     }
 
     /// Queues `record` with the time `at` (the time the event happened).
@@ -211,7 +221,7 @@ impl LogHandle {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                handle.sweep_folds(Instant::now());
+                handle.sweep_folds(handle.shared.clock.now().instant());
             }
         })
     }
@@ -243,6 +253,11 @@ impl LogHandle {
         self.shared.folds.len()
     }
 
+    /// The clock lines are stamped with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.shared.clock
+    }
+
     /// Characters of a join token a line may show (`[log] token_preview`).
     pub fn token_preview(&self) -> usize {
         self.shared.token_preview
@@ -265,7 +280,7 @@ impl std::fmt::Debug for LogSink {
 
 impl LogSink {
     /// Starts the log that `config` describes (stdout or the file, opened now so that a bad
-    /// path is an error at start, not a silent loss).
+    /// path is an error at start, not a silent loss), stamping lines with the system clock.
     pub fn start(config: &LogConfig) -> Result<LogSink, LogError> {
         LogSink::start_with(config, Destination::from_config(config), QUEUE_CAPACITY)
     }
@@ -276,7 +291,17 @@ impl LogSink {
         destination: Destination,
         capacity: usize,
     ) -> Result<LogSink, LogError> {
-        let (handle, rx) = channel(config, capacity);
+        LogSink::start_clocked(config, destination, capacity, crate::clock::system())
+    }
+
+    /// As [`LogSink::start_with`], stamping lines (and sweeping folds) with `clock`.
+    pub fn start_clocked(
+        config: &LogConfig,
+        destination: Destination,
+        capacity: usize,
+        clock: SharedClock,
+    ) -> Result<LogSink, LogError> {
+        let (handle, rx) = channel(config, capacity, clock);
         LogSink::spawn(config, destination, handle, rx)
     }
 
@@ -338,7 +363,7 @@ impl Drop for LogSink {
     }
 }
 
-fn channel(config: &LogConfig, capacity: usize) -> (LogHandle, Receiver<Msg>) {
+fn channel(config: &LogConfig, capacity: usize, clock: SharedClock) -> (LogHandle, Receiver<Msg>) {
     let (tx, rx) = mpsc::sync_channel(capacity.max(1));
     let shared = Shared {
         tx,
@@ -348,6 +373,7 @@ fn channel(config: &LogConfig, capacity: usize) -> (LogHandle, Receiver<Msg>) {
         reopen: AtomicBool::new(false),
         folds: FoldTable::new(FOLD_TABLE_CAP),
         token_preview: config.token_preview,
+        clock,
     };
     (
         LogHandle {
@@ -435,7 +461,7 @@ impl Writer {
             let record = Record::new(Level::Warning, "Log records dropped")
                 .with("dropped", dropped - self.reported_drops);
             self.reported_drops = dropped;
-            self.write_record(Utc::now(), &record);
+            self.write_record(self.shared.now(), &record);
         }
         if self.out.flush().is_err() {
             self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -451,16 +477,18 @@ impl Writer {
             Err(error) => {
                 let record = Record::new(Level::Error, "Log file reopen failed")
                     .with("error", Value::from(error.to_string()));
-                self.write_record(Utc::now(), &record);
+                self.write_record(self.shared.now(), &record);
             }
         }
     }
 }
 
 #[cfg(test)]
+// The tests anchor their instants on the real clock; the code under test reads none.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
-    use crate::log::Format;
+    use crate::telemetry::log::Format;
     use std::time::Duration;
 
     fn config() -> LogConfig {
@@ -495,7 +523,7 @@ mod tests {
     fn a_full_queue_drops_and_the_writer_reports_the_count() {
         let cfg = config();
         // No writer yet: the queue fills deterministically.
-        let (handle, rx) = channel(&cfg, 2);
+        let (handle, rx) = channel(&cfg, 2, crate::clock::system());
         for ip in ["a", "b", "c", "d", "e"] {
             handle.log(denial(ip));
         }
@@ -515,7 +543,7 @@ mod tests {
     #[test]
     fn logging_never_blocks_when_the_writer_is_gone() {
         let cfg = config();
-        let (handle, rx) = channel(&cfg, 1);
+        let (handle, rx) = channel(&cfg, 1, crate::clock::system());
         drop(rx);
         handle.log(denial("a"));
         assert_eq!(handle.dropped(), 1);
