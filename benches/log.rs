@@ -12,8 +12,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
+use jiff::tz::TimeZone;
 use joinshield::telemetry::log::{
     redact_path, Destination, Format, Formatter, Level, LogConfig, LogSink, Record, Value,
 };
@@ -39,13 +39,11 @@ fn denial() -> Record {
 }
 
 fn bench(c: &mut Criterion) {
-    let at = Utc
-        .with_ymd_and_hms(2026, 11, 27, 17, 44, 15)
-        .single()
-        .unwrap_or_default();
+    let at: jiff::Timestamp = "2026-11-27T17:44:15Z".parse().unwrap();
+    let berlin = TimeZone::get("Europe/Berlin").unwrap();
     let record = denial();
 
-    let mut laravel = Formatter::new(Format::Laravel, "production", chrono_tz::Europe::Berlin);
+    let mut laravel = Formatter::new(Format::Laravel, "production", berlin.clone());
     let mut line = Vec::with_capacity(512);
     c.bench_function("format one denial line (laravel)", |b| {
         b.iter(|| {
@@ -55,7 +53,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut json = Formatter::new(Format::Json, "production", chrono_tz::Europe::Berlin);
+    let mut json = Formatter::new(Format::Json, "production", berlin.clone());
     c.bench_function("format one denial line (json)", |b| {
         b.iter(|| {
             line.clear();

@@ -121,17 +121,23 @@ impl Clock for ManualClock {
 
 /// Unix seconds as `2026-11-28T06:00:00Z` (the seconds themselves when out of range).
 pub fn rfc3339(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| unix.to_string())
+    match jiff::Timestamp::from_second(unix) {
+        Ok(t) => format!("{}Z", t.strftime("%Y-%m-%dT%H:%M:%S")),
+        Err(_) => unix.to_string(),
+    }
 }
 
 /// Unix milliseconds as `2026-11-27T20:00:00.123Z` (the milliseconds themselves when out of
 /// range).
 pub fn rfc3339_ms(unix_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(unix_ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| unix_ms.to_string())
+    match jiff::Timestamp::from_second(unix_ms.div_euclid(1000)) {
+        Ok(t) => format!(
+            "{}.{:03}Z",
+            t.strftime("%Y-%m-%dT%H:%M:%S"),
+            unix_ms.rem_euclid(1000)
+        ),
+        Err(_) => unix_ms.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Small text helpers the request path, the log and the admin views share: decimal digits
 //! without the formatting machinery, and cutting a string on a character boundary.
 
-/// Appends `n` in decimal to `out` (no formatting machinery, no allocation beyond `out`'s).
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// The decimal digits of `n`, right-aligned in a buffer, and where they start.
+fn digits(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -13,14 +13,19 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
+    (digits, at)
+}
+
+/// Appends `n` in decimal to `out` (no formatting machinery, no allocation beyond `out`'s).
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let (digits, at) = digits(n);
     out.extend_from_slice(&digits[at..]);
 }
 
 /// [`push_decimal`] for a `String`.
 pub fn push_decimal_str(out: &mut String, n: u64) {
-    let mut digits = Vec::with_capacity(20);
-    push_decimal(&mut digits, n);
-    for &d in &digits {
+    let (digits, at) = digits(n);
+    for &d in &digits[at..] {
         out.push(char::from(d));
     }
 }

@@ -117,8 +117,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses an RFC 3339 instant (`2026-11-28T06:00:00Z`) into a Unix time in seconds.
 pub fn parse_instant(text: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp())
+    text.trim()
+        .parse::<jiff::Timestamp>()
+        .map(jiff::Timestamp::as_second)
         .map_err(|e| {
             format!(
                 "{text:?} is not an RFC 3339 instant ({e}): write e.g. \"2026-11-28T06:00:00Z\""

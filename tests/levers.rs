@@ -362,9 +362,7 @@ async fn temporary_entries_stop_applying_at_their_instant_and_say_so() {
     )
     .await;
     assert_eq!(from(&h, "203.0.113.5", "/").await.status, 200);
-    let until = chrono::DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z")
-        .unwrap()
-        .timestamp();
+    let until = joinshield::units::parse_instant("2001-01-01T00:00:00Z").unwrap();
     h.shield.log_expired(until - 1, until);
     let lines = h.log_lines().await;
     assert!(

@@ -91,7 +91,7 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         },
         c.log.format,
         c.log.channel,
-        c.log.timezone
+        c.log.timezone.iana_name().unwrap_or("UTC")
     );
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     println!("  routes      {}", routes.join(", "));

@@ -690,9 +690,9 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
     let timezone = errors.parsed(
         "log.timezone",
         &l.and_then(|l| l.timezone.clone()),
-        chrono_tz::UTC,
+        jiff::tz::TimeZone::UTC,
         |t| {
-            t.parse::<chrono_tz::Tz>().map_err(|_| {
+            jiff::tz::TimeZone::get(t).map_err(|_| {
                 format!("{t:?} is not an IANA time zone: write e.g. \"UTC\" or \"Europe/Berlin\"")
             })
         },

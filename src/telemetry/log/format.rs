@@ -26,8 +26,8 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Datelike, Offset, Timelike, Utc};
-use chrono_tz::Tz;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
 use super::{Format, LogConfig, Record, Value};
 
@@ -41,7 +41,7 @@ const MAX_ITEMS: usize = 1000;
 pub struct Formatter {
     format: Format,
     channel: Box<str>,
-    timezone: Tz,
+    timezone: TimeZone,
     // The last second formatted and its `Y-m-d H:i:s` text: lines come in bursts within a
     // second, and the zone lookup is the dearest part of a line.
     cached_second: i64,
@@ -51,7 +51,7 @@ pub struct Formatter {
 
 impl Formatter {
     /// A formatter for `format`, writing `channel` and times in `timezone`.
-    pub fn new(format: Format, channel: &str, timezone: Tz) -> Formatter {
+    pub fn new(format: Format, channel: &str, timezone: TimeZone) -> Formatter {
         Formatter {
             format,
             channel: channel.into(),
@@ -64,11 +64,11 @@ impl Formatter {
 
     /// The formatter for a `[log]` section.
     pub fn from_config(config: &LogConfig) -> Formatter {
-        Formatter::new(config.format, &config.channel, config.timezone)
+        Formatter::new(config.format, &config.channel, config.timezone.clone())
     }
 
     /// Appends the line for `record`, logged at `at`, to `out` (newline included).
-    pub fn write(&mut self, out: &mut Vec<u8>, record: &Record, at: DateTime<Utc>) {
+    pub fn write(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
         match self.format {
             Format::Laravel => self.write_laravel(out, record, at),
             Format::Json => self.write_json(out, record, at),
@@ -76,14 +76,14 @@ impl Formatter {
     }
 
     /// The line for `record` as a string (newline included); for tests and tools.
-    pub fn line(&mut self, record: &Record, at: DateTime<Utc>) -> String {
+    pub fn line(&mut self, record: &Record, at: Timestamp) -> String {
         let mut out = Vec::with_capacity(256);
         self.write(&mut out, record, at);
         // The encoder only writes valid UTF-8: every input is a `&str` or a fixed ASCII text.
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn write_laravel(&mut self, out: &mut Vec<u8>, record: &Record, at: DateTime<Utc>) {
+    fn write_laravel(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
         out.push(b'[');
         let stamp = self.local_stamp(at);
         out.extend_from_slice(&stamp);
@@ -101,14 +101,15 @@ impl Formatter {
         out.extend_from_slice(b" \n");
     }
 
-    fn write_json(&mut self, out: &mut Vec<u8>, record: &Record, at: DateTime<Utc>) {
+    fn write_json(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
         out.extend_from_slice(b"{\"datetime\":\"");
         let mut stamp = self.local_stamp(at);
         stamp[10] = b'T';
         out.extend_from_slice(&stamp);
         // Microseconds as Monolog's JSON dates have them; a leap second's excess is cut.
         let mut micros = [b'.', 0, 0, 0, 0, 0, 0];
-        put_digits(&mut micros[1..], at.timestamp_subsec_micros().min(999_999));
+        let subsec = at.as_microsecond().rem_euclid(1_000_000);
+        put_digits(&mut micros[1..], u32::try_from(subsec).unwrap_or(0));
         out.extend_from_slice(&micros);
         out.extend_from_slice(&self.cached_offset);
         out.extend_from_slice(b"\",\"channel\":");
@@ -122,23 +123,25 @@ impl Formatter {
         out.extend_from_slice(b"}\n");
     }
 
-    fn local_stamp(&mut self, at: DateTime<Utc>) -> [u8; 19] {
-        let second = at.timestamp();
+    fn local_stamp(&mut self, at: Timestamp) -> [u8; 19] {
+        let second = at.as_second();
         if second != self.cached_second {
-            let local = at.with_timezone(&self.timezone);
+            let local = self.timezone.to_datetime(at);
+            // Each field is within its range (a year of four digits, the others of two).
+            let field = |v: i16| u32::try_from(v).unwrap_or(0);
             let mut text = [0u8; 19];
-            put_digits(&mut text[0..4], local.year().rem_euclid(10_000) as u32);
+            put_digits(&mut text[0..4], field(local.year()) % 10_000);
             text[4] = b'-';
-            put_digits(&mut text[5..7], local.month());
+            put_digits(&mut text[5..7], field(local.month().into()));
             text[7] = b'-';
-            put_digits(&mut text[8..10], local.day());
+            put_digits(&mut text[8..10], field(local.day().into()));
             text[10] = b' ';
-            put_digits(&mut text[11..13], local.hour());
+            put_digits(&mut text[11..13], field(local.hour().into()));
             text[13] = b':';
-            put_digits(&mut text[14..16], local.minute());
+            put_digits(&mut text[14..16], field(local.minute().into()));
             text[16] = b':';
-            put_digits(&mut text[17..19], local.second());
-            let offset = local.offset().fix().local_minus_utc();
+            put_digits(&mut text[17..19], field(local.second().into()));
+            let offset = self.timezone.to_offset(at).seconds();
             let mut zone = [b'+', 0, 0, b':', 0, 0];
             if offset < 0 {
                 zone[0] = b'-';
@@ -291,21 +294,11 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Writes an integer's decimal digits without allocating.
-fn write_int(out: &mut Vec<u8>, negative: bool, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+fn write_int(out: &mut Vec<u8>, negative: bool, n: u64) {
     if negative {
         out.push(b'-');
     }
-    out.extend_from_slice(&digits[at..]);
+    crate::text::push_decimal(out, n);
 }
 
 /// `bytes` as UTF-8, each invalid sequence replaced with U+FFFD the way PHP's
@@ -403,16 +396,17 @@ pub fn php_lossy_utf8(bytes: &[u8]) -> Cow<'_, str> {
 mod tests {
     use super::*;
     use crate::telemetry::log::Level;
-    use chrono::TimeZone;
 
-    fn at() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 27, 17, 44, 15)
-            .single()
-            .unwrap_or_default()
+    fn at() -> Timestamp {
+        "2026-11-27T17:44:15Z".parse().unwrap()
+    }
+
+    fn zone(name: &str) -> TimeZone {
+        TimeZone::get(name).unwrap()
     }
 
     fn laravel() -> Formatter {
-        Formatter::new(Format::Laravel, "production", chrono_tz::UTC)
+        Formatter::new(Format::Laravel, "production", TimeZone::UTC)
     }
 
     fn json(s: &str) -> String {
@@ -444,7 +438,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_written_in_the_configured_zone() {
-        let mut f = Formatter::new(Format::Laravel, "local", chrono_tz::Europe::Berlin);
+        let mut f = Formatter::new(Format::Laravel, "local", zone("Europe/Berlin"));
         let line = f.line(&Record::new(Level::Info, "x"), at());
         assert!(line.starts_with("[2026-11-27 18:44:15] local.INFO: x"));
     }
@@ -504,7 +498,7 @@ mod tests {
 
     #[test]
     fn the_json_format_writes_one_object_a_line() {
-        let mut f = Formatter::new(Format::Json, "production", chrono_tz::UTC);
+        let mut f = Formatter::new(Format::Json, "production", TimeZone::UTC);
         let record = Record::new(Level::Warning, "Join token access denied")
             .with("reason", "ip_blocked")
             .with("n", 3u64);
@@ -514,16 +508,16 @@ mod tests {
              \"level\":\"WARNING\",\"message\":\"Join token access denied\",\
              \"context\":{\"reason\":\"ip_blocked\",\"n\":3}}\n"
         );
-        let mut ny = Formatter::new(Format::Json, "p", chrono_tz::America::New_York);
+        let mut ny = Formatter::new(Format::Json, "p", zone("America/New_York"));
         let line = ny.line(
             &Record::new(Level::Info, "m"),
-            at() + chrono::Duration::microseconds(1234),
+            at() + jiff::SignedDuration::from_micros(1234),
         );
         assert!(
             line.starts_with("{\"datetime\":\"2026-11-27T12:44:15.001234-05:00\""),
             "{line}"
         );
-        let mut kolkata = Formatter::new(Format::Json, "p", chrono_tz::Asia::Kolkata);
+        let mut kolkata = Formatter::new(Format::Json, "p", zone("Asia/Kolkata"));
         let line = kolkata.line(&Record::new(Level::Info, "m"), at());
         assert!(
             line.starts_with("{\"datetime\":\"2026-11-27T23:14:15.000000+05:30\""),

@@ -217,7 +217,7 @@ pub struct LogConfig {
     /// The channel word of a Laravel line (Laravel's `APP_ENV`).
     pub channel: String,
     /// The zone timestamps are written in (Laravel's `app.timezone`).
-    pub timezone: chrono_tz::Tz,
+    pub timezone: jiff::tz::TimeZone,
     /// How many characters of a join token a log line may show.
     pub token_preview: usize,
 }
@@ -229,7 +229,7 @@ impl Default for LogConfig {
             file: "-".to_owned(),
             format: Format::Laravel,
             channel: "production".to_owned(),
-            timezone: chrono_tz::UTC,
+            timezone: jiff::tz::TimeZone::UTC,
             token_preview: 6,
         }
     }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 
 use crate::clock::SharedClock;
 
@@ -122,7 +122,7 @@ impl Write for Captured {
 }
 
 enum Msg {
-    Line(DateTime<Utc>, Record),
+    Line(Timestamp, Record),
     /// Wakes the writer so it looks at the reopen flag.
     Wake,
     Flush(SyncSender<()>),
@@ -142,8 +142,8 @@ struct Shared {
 
 impl Shared {
     /// The time now, as the formatter takes it.
-    fn now(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(self.clock.now().unix_micros()).unwrap_or_default()
+    fn now(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.clock.now().unix_micros()).unwrap_or_default()
     }
 }
 
@@ -168,7 +168,7 @@ impl LogHandle {
     }
 
     /// Queues `record` with the time `at` (the time the event happened).
-    pub fn log_at(&self, at: DateTime<Utc>, record: Record) {
+    pub fn log_at(&self, at: Timestamp, record: Record) {
         match self.shared.tx.try_send(Msg::Line(at, record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -447,7 +447,7 @@ impl Writer {
         self.catch_up();
     }
 
-    fn write_record(&mut self, at: DateTime<Utc>, record: &Record) {
+    fn write_record(&mut self, at: Timestamp, record: &Record) {
         self.line.clear();
         self.formatter.write(&mut self.line, record, at);
         if self.out.write_all(&self.line).is_err() {
