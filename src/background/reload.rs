@@ -421,15 +421,94 @@ impl Watched {
     }
 }
 
-/// Watches the configuration file and every list file it names; a change (written in place or
-/// renamed over) is reloaded once the files have been stable for one [`WATCH_PERIOD`], so a
-/// reload never reads a half-written file and applies within about a second.
+/// File-system events about the watched files, when the platform gives them (inotify, …): they
+/// only wake the watch early; the periodic look stays, for filesystems without events (network
+/// mounts, some container overlays) and for events that were missed.
+struct FileEvents {
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FileEvents {
+    /// Watches the folders of `files` (a file replaced by a rename is seen only through its
+    /// folder) and sends a wake-up on `wake` for every event naming one of them.
+    fn start(files: &Watched, wake: &tokio::sync::mpsc::Sender<()>) -> FileEvents {
+        use notify::Watcher as _;
+        let names: Vec<std::ffi::OsString> = files
+            .0
+            .iter()
+            .filter_map(|(f, _)| f.file_name().map(ToOwned::to_owned))
+            .collect();
+        let wake = wake.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let ours = event.is_ok_and(|e| {
+                e.paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+            });
+            if ours {
+                // A full queue already holds a wake-up.
+                let _ = wake.try_send(());
+            }
+        };
+        let Ok(mut watcher) = notify::recommended_watcher(handler) else {
+            return FileEvents { _watcher: None };
+        };
+        let mut folders: Vec<std::path::PathBuf> = files
+            .0
+            .iter()
+            .filter_map(|(f, _)| f.parent())
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    std::path::PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .collect();
+        folders.sort();
+        folders.dedup();
+        for folder in folders {
+            // A folder that cannot be watched is still looked at every period.
+            let _ = watcher.watch(&folder, notify::RecursiveMode::NonRecursive);
+        }
+        FileEvents {
+            _watcher: Some(watcher),
+        }
+    }
+}
+
+impl FileEvents {
+    /// Watches the folders of `files` instead (after a reload named other files).
+    fn restart(&mut self, files: &Watched, wake: &tokio::sync::mpsc::Sender<()>) {
+        *self = FileEvents::start(files, wake);
+    }
+}
+
+/// Resolves at `at`, or never.
+async fn settled(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches the configuration file and every file it names (lists, certificate and key): a
+/// change (written in place or renamed over) is reloaded once the files have been stable for
+/// one [`WATCH_PERIOD`], so a reload never reads a half-written file. File-system events wake
+/// the watch at once; a look every [`WATCH_PERIOD`] catches what no event reports. A change
+/// applies within about a second either way.
 pub async fn watch(reloader: Reloader, mut files: Watched, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(WATCH_PERIOD);
-    let mut pending: Option<Vec<FileStamp>> = None;
+    let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+    let mut events = FileEvents::start(&files, &wake);
+    // The stamps last seen changed, and since when they have looked so.
+    let mut pending: Option<(Vec<FileStamp>, tokio::time::Instant)> = None;
     loop {
+        let settle = pending.as_ref().map(|(_, since)| *since + WATCH_PERIOD);
         tokio::select! {
             _ = tick.tick() => {}
+            Some(()) = woken.recv() => {}
+            _ = settled(settle) => {}
             _ = shutdown.requested() => return,
         }
         let now: Vec<FileStamp> = files.0.iter().map(|(f, _)| FileStamp::of(f)).collect();
@@ -438,14 +517,23 @@ pub async fn watch(reloader: Reloader, mut files: Watched, shutdown: Shutdown) {
             pending = None;
             continue;
         }
-        if pending.as_ref() != Some(&now) {
-            // Changed since the last look: wait one period for it to settle.
-            pending = Some(now);
-            continue;
+        let looked = tokio::time::Instant::now();
+        match &pending {
+            Some((seen, since)) if *seen == now => {
+                if looked.saturating_duration_since(*since) < WATCH_PERIOD {
+                    // Unchanged, but not yet for a whole period.
+                    continue;
+                }
+            }
+            _ => {
+                // Changed since the last look: wait one period for it to settle.
+                pending = Some((now, looked));
+                continue;
+            }
         }
         pending = None;
         // What is reloaded is at least as new as `now`: remember `now`, not a later look, so an
-        // edit made while the reload runs is seen at the next tick.
+        // edit made while the reload runs is seen at the next look.
         for ((_, old), new) in files.0.iter_mut().zip(now) {
             *old = new;
         }
@@ -461,5 +549,33 @@ pub async fn watch(reloader: Reloader, mut files: Watched, shutdown: Shutdown) {
             next.push((f, s));
         }
         files = Watched(next);
+        events.restart(&files, &wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watch reacts to a file-system event well before its next periodic look would: with
+    /// a look every 500 ms, a change is at least 500 ms old when it is reloaded either way, but
+    /// the event starts the settling at once (the fallback would start it at the next look).
+    #[tokio::test]
+    async fn a_file_event_wakes_the_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("list.txt");
+        std::fs::write(&file, "a\n").unwrap();
+        let watched = Watched(vec![(file.clone(), FileStamp::of(&file))]);
+        let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        let _events = FileEvents::start(&watched, &wake);
+        // A write to another file of the folder is not ours.
+        std::fs::write(dir.path().join("other.log"), "x").unwrap();
+        std::fs::write(&file, "b\n").unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), woken.recv()).await;
+        assert_eq!(
+            got.ok().flatten(),
+            Some(()),
+            "no event for the watched file"
+        );
     }
 }
