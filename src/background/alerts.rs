@@ -34,7 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
-use crate::config::validate::{AlertsSpec, Webhook};
+use crate::config::schema::{AlertsSpec, Webhook};
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshots;
 use crate::telemetry::alerts::{Alerts, Kind, Outcome, PrefixBan};

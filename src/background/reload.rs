@@ -241,8 +241,8 @@ fn reload(inner: &Inner) -> Outcome {
 
 /// Readable lines for what a reload changes in the limits.
 fn limit_changes(
-    old: &[crate::config::validate::LimitSpec],
-    new: &[crate::config::validate::LimitSpec],
+    old: &[crate::config::schema::LimitSpec],
+    new: &[crate::config::schema::LimitSpec],
 ) -> Vec<String> {
     let mut out = Vec::new();
     for n in new {
@@ -352,8 +352,8 @@ fn reload_logged(inner: &Inner) -> Outcome {
 }
 
 fn switch_changes(
-    old: &[crate::config::validate::SwitchSpec],
-    new: &[crate::config::validate::SwitchSpec],
+    old: &[crate::config::schema::SwitchSpec],
+    new: &[crate::config::schema::SwitchSpec],
 ) -> Vec<String> {
     let mut out = Vec::new();
     for n in new {

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
-use crate::config::validate::ClusterConfig;
+use crate::config::schema::ClusterConfig;
 use crate::policy::bans::{Ban, Bans};
 use crate::policy::guessing::{EnumerationSettings, Offence};
 use crate::shutdown::Shutdown;

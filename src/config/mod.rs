@@ -5,6 +5,7 @@
 pub mod cert;
 pub mod file;
 pub mod list_files;
+pub mod schema;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::policy::lists::{IpList, ListError, TokenList};
 use list_files::ListFile;
 
-pub use validate::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
+pub use schema::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
 
 /// A configuration as loaded from a file, with what identifies it.
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ impl FileStamp {
 /// is unchanged since `previous` read it is shared, not read again: a reload that only touches
 /// the configuration costs nothing for a million-line blocklist, and holds it once in memory.
 pub fn load_lists(
-    paths: &validate::ListPaths,
+    paths: &schema::ListPaths,
     previous: Option<&Lists>,
 ) -> Result<Lists, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -560,7 +561,7 @@ mod tests {
         assert_eq!(c.sync_interval, std::time::Duration::from_secs(1));
         assert_eq!(c.lease, 10);
         assert_eq!(c.key_prefix, "joinshield");
-        assert!(validate::valid_replica_name(&c.name), "{}", c.name);
+        assert!(schema::valid_replica_name(&c.name), "{}", c.name);
     }
 
     #[test]
