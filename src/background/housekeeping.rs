@@ -165,3 +165,74 @@ fn prune_tables(parts: &Parts) {
         parts.defence.failures.prune(&e.settings, now.instant());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::policy::bans::Bans;
+    use crate::snapshot::Snapshot;
+    use crate::telemetry::alerts::Alerts;
+    use crate::telemetry::log::{Captured, Destination, LogConfig, LogSink};
+
+    /// Housekeeping on the shield's clock, not the machine's: a manual clock moved along with
+    /// tokio's paused time ends a temporary blocklist entry, and the task logs it.
+    #[tokio::test(start_paused = true)]
+    async fn a_temporary_entry_is_logged_when_it_ends_on_the_shields_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("block.txt"),
+            "203.0.113.5 until=2026-11-27T18:00:05Z reason=\"incident\"\n",
+        )
+        .unwrap();
+        let text =
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[lists]\nblocklist = \"block.txt\"\n";
+        let loaded = crate::config::parse(text, &dir.path().join("c.toml")).unwrap();
+        // 2026-11-27T18:00:00Z
+        let clock = Arc::new(ManualClock::new(1_795_802_400_000));
+        let now = crate::clock::Clock::now(&*clock);
+        let snapshot = Snapshot::build(Arc::new(loaded), 1, None, now.unix()).unwrap();
+        let (snapshots, _publisher) = Snapshots::new(snapshot);
+        let captured = Captured::new();
+        let sink = LogSink::start_clocked(
+            &LogConfig::default(),
+            Destination::Memory(captured.clone()),
+            64,
+            clock.clone(),
+        )
+        .unwrap();
+        let defence = Arc::new(Defence::new(
+            Arc::new(Bans::new()),
+            sink.handle(),
+            Arc::new(Alerts::default()),
+            None,
+        ));
+        let parts = Parts {
+            snapshots,
+            defence,
+            log: sink.handle(),
+            clock: clock.clone(),
+        };
+        let (stop, shutdown) = crate::shutdown::pair();
+        let task = tokio::spawn(run(parts, shutdown));
+        for _ in 0..10 {
+            clock.advance(TICK);
+            tokio::time::sleep(TICK).await;
+        }
+        stop.stop();
+        task.await.unwrap();
+        sink.flush();
+        let lines = captured.lines();
+        assert!(
+            lines.iter().any(|l| l.contains("Temporary rule expired")
+                && l.contains("\"net\":\"203.0.113.5/32\"")
+                && l.contains("\"until\":\"2026-11-27T18:00:05Z\"")),
+            "{lines:?}"
+        );
+        // The line is stamped by the shield's clock too.
+        assert!(
+            lines.iter().all(|l| l.starts_with("[2026-11-27 18:00:")),
+            "{lines:?}"
+        );
+    }
+}
