@@ -4,31 +4,35 @@
 //! `accept → client IP → classify → decide → forward → observe → log`; `docs/request-path.md`
 //! is the picture with the file of each step, `docs/architecture.md` the layout:
 //!
-//! - leaves: [`units`], [`clock`], [`shutdown`], [`text`];
+//! - leaves: [`units`], [`clock`], `shutdown`, `text`;
 //! - [`policy`]: the pure decision; [`config`]: reading and validating the files;
 //!   [`telemetry`]: log, meters, recent denials;
 //! - [`cluster`]: Redis sharing; [`snapshot`]: what a request reads, swapped whole;
-//!   [`defence`]: bans and failure counts, and banning;
-//! - `proxy`: the request path; `admin`: its listener; [`background`]: reload, housekeeping,
+//!   `defence`: bans and failure counts, and banning;
+//! - `proxy`: the request path; [`admin`]: its listener; `background`: reload, housekeeping,
 //!   alerts, probe; [`cli`]: the commands' shell; [`testkit`]: the stand-in;
 //! - `app`: the composition root that builds all of it ([`start`]).
+//!
+//! The library exposes what the binary, the tests, the benches and the fuzz targets use; the
+//! request path, the background tasks and the defences are the crate's own.
 
 pub mod admin;
 mod app;
-pub mod background;
+mod background;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod defence;
+mod defence;
 pub mod policy;
 mod proxy;
-pub mod shutdown;
+mod shutdown;
 pub mod snapshot;
 pub mod telemetry;
 pub mod testkit;
-pub mod text;
+mod text;
 pub mod units;
 
 pub use app::{start, start_with_clock, Running, StartError};
 pub use background::reload::{Outcome as ReloadOutcome, Reloader};
+pub use shutdown::Stop;

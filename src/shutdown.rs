@@ -11,7 +11,7 @@ pub struct Shutdown {
     rx: watch::Receiver<bool>,
 }
 
-/// The switch that stops every task holding a [`Shutdown`] of the same pair.
+/// The switch that stops every task holding a `Shutdown` of the same pair.
 #[derive(Debug, Clone)]
 pub struct Stop {
     tx: watch::Sender<bool>,

@@ -1,5 +1,5 @@
-//! The admin side, on its own listener: [`listener`] (health, readiness, the bearer-protected
-//! `/admin/*` API), [`views`] (its JSON views) and [`scrape`] (`/metrics`).
+//! The admin side, on its own listener: `listener` (health, readiness, the bearer-protected
+//! `/admin/*` API), `views` (its JSON views) and [`scrape`] (`/metrics`).
 
 pub(crate) mod listener;
 pub mod scrape;

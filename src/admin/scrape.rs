@@ -1,4 +1,4 @@
-//! The `/metrics` scrape: everything is read here, at scrape time, into one value ([`Sample`]):
+//! The `/metrics` scrape: everything is read here, at scrape time, into one value (`Sample`):
 //! the per-route cells of the snapshot, the counters that belong to no route, limiter tables,
 //! bans, the version, list sizes, the alerts, TLS and the cluster. It goes to one of
 //! prometheus-client's text encoders as a custom collector: the Prometheus text format 0.0.4 by

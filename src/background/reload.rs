@@ -68,7 +68,7 @@ impl Reloader {
         reload(&self.0)
     }
 
-    /// Reloads and writes the outcome to the log (see [`reload_logged`]).
+    /// Reloads and writes the outcome to the log: NOTICE or ERROR with what changed or why not.
     pub fn reload_logged(&self) -> Outcome {
         reload_logged(&self.0)
     }
