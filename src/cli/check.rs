@@ -8,6 +8,7 @@ use anyhow::{anyhow, Result};
 use crate::clock::rfc3339 as instant;
 use crate::config::{self, Loaded};
 
+/// Loads the configuration at `path`, or prints every error (file, line, key, fix) and says no.
 pub fn load_or_report(path: &std::path::Path) -> Option<Loaded> {
     match config::load(path) {
         Ok(l) => Some(l),
@@ -47,6 +48,7 @@ pub(crate) fn plural(n: usize) -> &'static str {
     }
 }
 
+/// `joinshield check`: validates `path` and prints what the shield would run with.
 pub fn check(path: &std::path::Path) -> ExitCode {
     let Some(loaded) = load_or_report(path) else {
         return ExitCode::FAILURE;

@@ -195,6 +195,7 @@ pub fn admin_url(path: &Path, admin: Option<String>) -> Result<String> {
     Ok(a.to_string())
 }
 
+/// `joinshield healthcheck`: success when the admin `/healthz` answers 200.
 pub async fn healthcheck(path: &Path, admin: Option<String>) -> Result<ExitCode> {
     let client = AdminClient::new(&admin_url(path, admin)?, None);
     match client.call("GET", "/healthz", None).await {
@@ -214,6 +215,7 @@ pub async fn healthcheck(path: &Path, admin: Option<String>) -> Result<ExitCode>
     }
 }
 
+/// `joinshield ctl`: one call to the admin API, printed as a table (or its JSON with `json`).
 pub async fn ctl(
     path: &Path,
     admin: Option<String>,
