@@ -35,4 +35,3 @@ pub mod units;
 
 pub use app::{start, start_with_clock, Running, StartError};
 pub use background::reload::{Outcome as ReloadOutcome, Reloader};
-pub use shutdown::Stop;

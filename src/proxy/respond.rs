@@ -199,7 +199,6 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     #[test]
-
     fn payload_too_large_is_a_json_413() {
         let r = render(&Denial::PayloadTooLarge, NOW);
         assert_eq!(r.status(), 413);
