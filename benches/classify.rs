@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::Method;
-use joinshield::classify::{default_specs, RouteSpec, RouteTable};
+use joinshield::policy::classify::{default_specs, RouteSpec, RouteTable};
 use regex::Regex;
 
 /// One regex per pattern, tried in route order on the decoded path.

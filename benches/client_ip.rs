@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use joinshield::client_ip::{client_ip, parse_entry, TrustedProxies};
+use joinshield::policy::client_ip::{client_ip, parse_entry, TrustedProxies};
 
 fn naive(peer: IpAddr, header: &str, trusted: &TrustedProxies) -> IpAddr {
     if !trusted.contains(peer) {

@@ -4,6 +4,9 @@
 //! implementations, a linear scan of a `Vec<IpNet>` for the ban check and a
 //! `Mutex<HashMap<String, HashSet<String>>>` of raw addresses and raw tokens for the count.
 
+// A benchmark times itself with the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
@@ -11,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ipnet::{IpNet, Ipv4Net};
-use joinshield::bans::Bans;
-use joinshield::client_ip::ClientKey;
-use joinshield::enumeration::{EnumerationSettings, FailureCounter, Offence, OffenceKind};
+use joinshield::policy::bans::Bans;
+use joinshield::policy::client_ip::ClientKey;
+use joinshield::policy::guessing::{EnumerationSettings, FailureCounter, Offence, OffenceKind};
 
 const NOW: i64 = 1_795_802_400;
 

@@ -3,14 +3,20 @@
 //! revoked-token check cost, given that the request's token is hashed with SHA-256?
 //! Baseline: a naive linear scan over 10,000 entries (what a first draft does: test each network
 //! in turn, keep the most specific unexpired match), and for tokens the empty list (no hashing).
+//!
+//! Second question (`cidr_table`): would a CIDR crate serve as fast as the hand-written table?
+//! The crate (`prefix-trie`, a longest-prefix-match trie) is measured doing less than the list
+//! does: its build takes networks already parsed, and its lookup ignores expiry (the list finds
+//! the most specific entry *in force*, which a trie would have to walk the covering prefixes
+//! for). So its figures are a floor for a list built on it.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ipnet::IpNet;
-use joinshield::lists::{Entry, IpList, TokenList};
+use joinshield::policy::lists::{Entry, IpList, TokenList};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,7 +52,7 @@ fn list_text(n: usize, seed: u64) -> String {
 
 /// The baseline: test every entry, keep the most specific one in force.
 fn naive(entries: &[(IpNet, Entry)], ip: IpAddr, now: i64) -> Option<(IpNet, &Entry)> {
-    let ip = joinshield::client_ip::canonical(ip);
+    let ip = joinshield::policy::client_ip::canonical(ip);
     entries
         .iter()
         .filter(|(n, e)| n.contains(&ip) && e.until.is_none_or(|u| u > now))
@@ -139,6 +145,84 @@ fn bench_ip(c: &mut Criterion) {
     group.finish();
 }
 
+/// Both address families' tries, valued by entry index: what a list on `prefix-trie` would hold.
+struct Tries {
+    v4: prefix_trie::PrefixMap<ipnet::Ipv4Net, u32>,
+    v6: prefix_trie::PrefixMap<ipnet::Ipv6Net, u32>,
+}
+
+fn tries(nets: &[IpNet]) -> Tries {
+    let mut t = Tries {
+        v4: prefix_trie::PrefixMap::new(),
+        v6: prefix_trie::PrefixMap::new(),
+    };
+    for (i, net) in nets.iter().enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        match net {
+            IpNet::V4(n) => {
+                t.v4.insert(*n, i);
+            }
+            IpNet::V6(n) => {
+                t.v6.insert(*n, i);
+            }
+        }
+    }
+    t
+}
+
+fn trie_lookup(t: &Tries, ip: IpAddr) -> Option<u32> {
+    match joinshield::policy::client_ip::canonical(ip) {
+        IpAddr::V4(a) => t.v4.get_lpm(&ipnet::Ipv4Net::from(a)).map(|(_, &i)| i),
+        IpAddr::V6(a) => t.v6.get_lpm(&ipnet::Ipv6Net::from(a)).map(|(_, &i)| i),
+    }
+}
+
+fn bench_cidr_crate(c: &mut Criterion) {
+    let Ok(big) = IpList::parse(&list_text(1_000_000, 7), Path::new("blocklist.txt")) else {
+        panic!("the generated list parses");
+    };
+    let entries: Vec<(IpNet, Entry)> = big.iter().map(|(n, e)| (n, e.clone())).collect();
+    let nets: Vec<IpNet> = entries.iter().map(|(n, _)| *n).collect();
+    let trie = tries(&nets);
+    let (hits, misses) = probes(&big, 4096, 9);
+
+    let mut build = c.benchmark_group("cidr_table_build_1m");
+    build.sample_size(10);
+    build.bench_function("hand_written", |b| {
+        b.iter_batched(
+            || entries.clone(),
+            |e| IpList::from_entries(e).map(|l| l.networks()),
+            BatchSize::LargeInput,
+        )
+    });
+    build.bench_function("prefix_trie", |b| {
+        b.iter(|| {
+            let t = tries(black_box(&nets));
+            t.v4.len() + t.v6.len()
+        })
+    });
+    build.finish();
+
+    let mut group = c.benchmark_group("cidr_table_lookup_1m");
+    for (kind, addrs) in [("hit", &hits), ("miss", &misses)] {
+        let mut i = 0;
+        group.bench_function(format!("hand_written_{kind}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % addrs.len();
+                big.lookup(black_box(addrs[i]), NOW).map(|(n, _)| n)
+            })
+        });
+        let mut i = 0;
+        group.bench_function(format!("prefix_trie_{kind}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % addrs.len();
+                trie_lookup(&trie, black_box(addrs[i]))
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_tokens(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(11);
     let tokens: Vec<String> = (0..10_000)
@@ -170,5 +254,5 @@ fn bench_tokens(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_ip, bench_tokens);
+criterion_group!(benches, bench_ip, bench_cidr_crate, bench_tokens);
 criterion_main!(benches);

@@ -6,12 +6,15 @@
 //! record built). Queueing a record (build + try_send) is what an unfolded denial costs the
 //! request itself.
 
+// A benchmark times itself with the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 use std::time::Instant;
 
-use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
-use joinshield::log::{
+use jiff::tz::TimeZone;
+use joinshield::telemetry::log::{
     redact_path, Destination, Format, Formatter, Level, LogConfig, LogSink, Record, Value,
 };
 
@@ -36,13 +39,11 @@ fn denial() -> Record {
 }
 
 fn bench(c: &mut Criterion) {
-    let at = Utc
-        .with_ymd_and_hms(2026, 11, 27, 17, 44, 15)
-        .single()
-        .unwrap_or_default();
+    let at: jiff::Timestamp = "2026-11-27T17:44:15Z".parse().unwrap();
+    let berlin = TimeZone::get("Europe/Berlin").unwrap();
     let record = denial();
 
-    let mut laravel = Formatter::new(Format::Laravel, "production", chrono_tz::Europe::Berlin);
+    let mut laravel = Formatter::new(Format::Laravel, "production", berlin.clone());
     let mut line = Vec::with_capacity(512);
     c.bench_function("format one denial line (laravel)", |b| {
         b.iter(|| {
@@ -52,7 +53,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut json = Formatter::new(Format::Json, "production", chrono_tz::Europe::Berlin);
+    let mut json = Formatter::new(Format::Json, "production", berlin.clone());
     c.bench_function("format one denial line (json)", |b| {
         b.iter(|| {
             line.clear();
@@ -72,7 +73,7 @@ fn bench(c: &mut Criterion) {
     let sink = match LogSink::start_with(
         &config,
         Destination::File("/dev/null".into()),
-        joinshield::log::QUEUE_CAPACITY,
+        joinshield::telemetry::log::QUEUE_CAPACITY,
     ) {
         Ok(sink) => sink,
         Err(e) => panic!("cannot start the log: {e}"),

@@ -4,12 +4,15 @@
 //! `Family::get_or_create` plus `Histogram::observe` and `Counter::inc`, the obvious first
 //! implementation (a read lock per lookup and a lock per observation).
 
+// A benchmark times itself with the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use joinshield::deny::Denial;
-use joinshield::metrics::RouteMeters;
+use joinshield::policy::denial::Denial;
+use joinshield::telemetry::meters::RouteMeters;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};

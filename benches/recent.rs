@@ -5,6 +5,9 @@
 //! Baseline: the obvious first implementation, one `Mutex<VecDeque<String>>` of serialized lines
 //! capped at the same size plus one `Mutex<HashMap<IpAddr, u64>>` of unbounded counts.
 
+// A benchmark times itself with the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderValue, Method};
-use joinshield::config::units::Rate;
-use joinshield::deny::{Denial, Seen};
-use joinshield::limits::Exceeded;
-use joinshield::recent::{Recent, RING_CAPACITY, TOP_COUNTERS};
+use joinshield::policy::denial::Denial;
+use joinshield::policy::limits::Exceeded;
+use joinshield::telemetry::denial_line::Seen;
+use joinshield::telemetry::recent::{Recent, RING_CAPACITY, TOP_COUNTERS};
+use joinshield::units::Rate;
 
 const TOKEN: &str = "abc123XYZ789def456";
 const PATH: &str = "/api/v1/gallery/abc123XYZ789def456/photos";
@@ -63,7 +67,7 @@ impl Naive {
         let line = serde_json::json!({
             "reason": "token_rate_limited", "ip": ip, "token": "abc123...",
             "route": "gallery", "method": "GET",
-            "path": joinshield::log::redact_path(PATH, TOKEN, 6),
+            "path": joinshield::telemetry::log::redact_path(PATH, TOKEN, 6),
             "limit": "guest-ip", "retry_after": 30,
             "request_id": String::from_utf8_lossy(id.as_bytes()),
         })

@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use joinshield::classify::{default_specs, RouteTable};
-use joinshield::client_ip::{canonical, client_ip as walk, parse_entry, TrustedProxies};
-use joinshield::lists::{IpList, TokenList};
-use joinshield::log::{format::Formatter, redact_path, Format, Level, Record, Value};
+use joinshield::policy::classify::{default_specs, RouteTable};
+use joinshield::policy::client_ip::{canonical, client_ip as walk, parse_entry, TrustedProxies};
+use joinshield::policy::lists::{IpList, TokenList};
+use joinshield::telemetry::log::{format::Formatter, redact_path, Format, Level, Record, Value};
 
 fn routes() -> &'static RouteTable {
     static TABLE: OnceLock<RouteTable> = OnceLock::new();
@@ -183,9 +183,9 @@ pub fn log(data: &[u8]) {
             .with("path", Value::request(&redact_path(path, &token, keep)))
             .with("agent", Value::request_bytes(agent))
     };
-    let at = chrono::DateTime::<chrono::Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap_or_default();
     for format in [Format::Laravel, Format::Json] {
-        let mut f = Formatter::new(format, "production", chrono_tz::Tz::UTC);
+        let mut f = Formatter::new(format, "production", jiff::tz::TimeZone::UTC);
         let line = f.line(&record(&path), at);
         assert!(line.ends_with('\n'), "{line:?}");
         assert_eq!(line.matches('\n').count(), 1, "not one line: {line:?}");

@@ -1,14 +1,23 @@
 //! Everything a request reads, in one immutable value: the configuration and what is built from
-//! it (route table, trusted proxies). A reload builds a new [`Snapshot`] and swaps it in whole, so
-//! a request never sees half of one configuration and half of another.
+//! it (route table, trusted proxies, the rules of the decision, the shared limits' handles, the
+//! per-route meters). A reload builds a new [`Snapshot`] and swaps it in whole, so a request
+//! never sees half of one configuration and half of another.
+//!
+//! [`Snapshots`] is the handle every part holds to read the one in force; only the
+//! [`Publisher`], which exists once and belongs to the reload, can swap a new one in.
 
 use std::sync::Arc;
 
-use crate::classify::RouteTable;
-use crate::client_ip::TrustedProxies;
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
+
+use crate::cluster::limits::SharedLimit;
 use crate::config::Loaded;
-use crate::limits::{KeyedLimiter, LimitRule};
-use crate::metrics::RouteMeters;
+use crate::policy::classify::RouteTable;
+use crate::policy::client_ip::TrustedProxies;
+use crate::policy::limits::{KeyedLimiter, LimitRule};
+use crate::policy::rules::{ClassMask, Rules, SwitchRule};
+use crate::telemetry::meters::RouteMeters;
 
 /// One applied configuration and what the request path derives from it.
 #[derive(Debug)]
@@ -21,10 +30,11 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Who may name the client in `X-Forwarded-For`.
     pub trusted: TrustedProxies,
-    /// `[[limit]]`, in order, with their limiters.
-    pub limits: Vec<LimitRule>,
-    /// `[[switch]]`es that are paused, in order.
-    pub switches: Vec<SwitchRule>,
+    /// What the decision reads: lists, paused switches, token pattern, limits.
+    pub rules: Rules,
+    /// The cluster-wide side of each limit of `rules.limits`, by index (`None`: not shared, or
+    /// no `[cluster]`).
+    pub shared_limits: Vec<Option<Arc<SharedLimit>>>,
     /// When it was applied (Unix seconds).
     pub loaded_at: i64,
     /// Per-route counters, index = class id (carried over by class name on reload).
@@ -43,12 +53,14 @@ pub enum BuildError {
 }
 
 impl Snapshot {
-    /// Builds the snapshot for `loaded` as `version`. Limiters of `previous` are carried over for
-    /// every limit whose name, key, quota and cap are unchanged, so a reload refills no bucket.
+    /// Builds the snapshot for `loaded` as `version`, applied at `now_unix`. Limiters of
+    /// `previous` are carried over for every limit whose name, key, quota and cap are unchanged,
+    /// so a reload refills no bucket.
     pub fn build(
         loaded: Arc<Loaded>,
         version: u64,
         previous: Option<&Snapshot>,
+        now_unix: i64,
     ) -> Result<Snapshot, BuildError> {
         let config = &loaded.config;
         let routes = RouteTable::new(&config.routes).map_err(|errs| {
@@ -60,6 +72,7 @@ impl Snapshot {
             )
         })?;
         let trusted = TrustedProxies::new(&config.client.trusted_proxies);
+        let mut shared_limits = Vec::with_capacity(config.limits.len());
         let limits: Vec<LimitRule> = config
             .limits
             .iter()
@@ -75,8 +88,10 @@ impl Snapshot {
                         && old_spec.rate == spec.rate
                         && old_spec.burst == spec.burst
                         && old_spec.max_keys == spec.max_keys;
-                    let rule = p.limits.iter().find(|r| *r.name == spec.name)?;
-                    same.then(|| (rule.limiter.clone(), rule.shared.clone()))
+                    let i = p.rules.limits.iter().position(|r| *r.name == spec.name)?;
+                    let rule = p.rules.limits.get(i)?;
+                    let shared = p.shared_limits.get(i).cloned().flatten();
+                    same.then(|| (rule.limiter.clone(), shared))
                 });
                 let (carried, carried_shared) = match carried {
                     Some((l, s)) => (Some(l), s),
@@ -84,7 +99,7 @@ impl Snapshot {
                 };
                 let shared = match (&config.cluster, spec.shared) {
                     (Some(cluster), true) => Some(carried_shared.unwrap_or_else(|| {
-                        Arc::new(crate::cluster::limits::SharedLimit::new(
+                        Arc::new(SharedLimit::new(
                             &cluster.key_prefix,
                             &spec.name,
                             spec.rate,
@@ -102,17 +117,16 @@ impl Snapshot {
                         governor::clock::QuantaClock::default(),
                     ))
                 });
+                let is_shared = shared.is_some();
+                shared_limits.push(shared);
                 LimitRule {
                     name: spec.name.as_str().into(),
-                    classes: spec
-                        .classes
-                        .iter()
-                        .fold(0u64, |m, &c| m | (1u64 << (c & 63))),
+                    classes: ClassMask::of(&spec.classes),
                     key: spec.key,
                     mode: spec.mode,
                     until: spec.until,
                     limiter,
-                    shared,
+                    shared: is_shared,
                 }
             })
             .collect();
@@ -123,61 +137,89 @@ impl Snapshot {
             .map(|s| SwitchRule {
                 name: s.name.as_str().into(),
                 message: s.message.as_str().into(),
-                classes: class_mask(&s.classes),
+                classes: ClassMask::of(&s.classes),
                 until: s.until,
                 retry_after: s.retry_after,
             })
             .collect();
         let meters = RouteMeters::new(routes.names(), previous.map(|p| &p.meters));
-        let has_shared_limits = limits.iter().any(|l: &LimitRule| l.shared.is_some());
+        let has_shared_limits = shared_limits.iter().any(Option::is_some);
+        let rules = Rules {
+            blocklist: loaded.lists.blocklist.clone(),
+            allowlist: loaded.lists.allowlist.clone(),
+            revoked: loaded.lists.revoked.clone(),
+            switches,
+            token_pattern: config.enumeration.as_ref().map(|e| e.token_pattern.clone()),
+            limits,
+        };
         Ok(Snapshot {
             has_shared_limits,
             version,
             meters,
             routes,
             trusted,
-            limits,
-            switches,
-            loaded_at: chrono::Utc::now().timestamp(),
+            rules,
+            shared_limits,
+            loaded_at: now_unix,
             loaded,
         })
     }
 }
 
-/// Bit `i` set for each route class index `i` (at most 64 classes, validated).
-pub fn class_mask(classes: &[usize]) -> u64 {
-    classes.iter().fold(0u64, |m, &c| m | (1u64 << (c & 63)))
-}
-
-/// A paused switch, ready for the request path.
+/// The handle to the snapshot in force: every part reads it, one load per use.
 #[derive(Debug)]
-pub struct SwitchRule {
-    /// Its name.
-    pub name: std::sync::Arc<str>,
-    /// The sentence guests get.
-    pub message: std::sync::Arc<str>,
-    /// The route classes it pauses (bit i = class i).
-    pub classes: u64,
-    /// Unix seconds after which it no longer applies.
-    pub until: Option<i64>,
-    /// `Retry-After` when no `until` is closer.
-    pub retry_after: std::time::Duration,
+pub struct Snapshots {
+    current: ArcSwap<Snapshot>,
+    /// The version in force, for whoever waits for a reload ("version >= n", never a sleep).
+    version: watch::Sender<u64>,
 }
 
-impl SwitchRule {
-    /// Whether it pauses a request of `class` at `now_unix`.
-    pub fn applies(&self, class: crate::classify::ClassId, now_unix: i64) -> bool {
-        self.classes & (1u64 << (class & 63)) != 0 && self.until.is_none_or(|u| now_unix < u)
+/// The one writer of the snapshot: swaps a new one in and announces its version.
+#[derive(Debug)]
+pub struct Publisher {
+    snapshots: Arc<Snapshots>,
+}
+
+impl Snapshots {
+    /// The handle around a first snapshot, and its only publisher.
+    pub fn new(first: Snapshot) -> (Arc<Snapshots>, Publisher) {
+        let version = watch::Sender::new(first.version);
+        let snapshots = Arc::new(Snapshots {
+            current: ArcSwap::from_pointee(first),
+            version,
+        });
+        let publisher = Publisher {
+            snapshots: snapshots.clone(),
+        };
+        (snapshots, publisher)
     }
 
-    /// How long until guests should come back: the time left to `until` (the pause ends
-    /// then), or `retry_after` for an open-ended pause.
-    pub fn retry_after_at(&self, now_unix: i64) -> std::time::Duration {
-        match self.until {
-            Some(u) => {
-                std::time::Duration::from_secs(u.saturating_sub(now_unix).max(1).unsigned_abs())
-            }
-            None => self.retry_after,
-        }
+    /// The snapshot in force (a guard: never hold it across an `.await`).
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The snapshot in force, owned (may be held across an `.await`).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Follows the version in force (`wait_for(|v| *v >= n)` waits for a reload).
+    pub fn version(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+impl Publisher {
+    /// The snapshots it writes.
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
+    }
+
+    /// Swaps `snapshot` in and announces its version.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let version = snapshot.version;
+        self.snapshots.current.store(Arc::new(snapshot));
+        self.snapshots.version.send_replace(version);
     }
 }

@@ -243,7 +243,7 @@ async fn a_flooding_client_is_counted_in_full_but_listed_only_in_part() {
     // The written line and the first LISTED_REPEATS folded ones (all inside one 10 s window
     // unless the test machine stalls for that long, which only lists more).
     assert!(
-        noisy > joinshield::recent::LISTED_REPEATS && noisy < flood,
+        noisy > joinshield::telemetry::recent::LISTED_REPEATS && noisy < flood,
         "{noisy} of {flood} listed"
     );
     // The quiet client's denial is still there.

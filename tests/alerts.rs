@@ -1,6 +1,7 @@
 //! `[alerts]` over real sockets: a local webhook receiver on 127.0.0.1:0 records what the shield
 //! POSTs. Each test waits on events (a body arriving, the evaluation counter growing, a log line
 //! appearing) with a deadline, never on a sleep.
+#![allow(clippy::disallowed_methods)] // bounded waits measure real time
 
 mod support;
 
@@ -95,7 +96,7 @@ async fn wait_for_line(shield: &joinshield::Running, dir: &Path, parts: &[&str])
 
 /// Waits until the alert task has evaluated `n` more times (woken by each evaluation).
 async fn wait_evaluations(shield: &joinshield::Running, n: u64) {
-    let mut evaluations = shield.shared.alerts.watch_evaluations();
+    let mut evaluations = shield.alert_evaluations();
     let target = *evaluations.borrow_and_update() + n;
     tokio::time::timeout(DEADLINE, evaluations.wait_for(|done| *done >= target))
         .await
@@ -104,7 +105,7 @@ async fn wait_evaluations(shield: &joinshield::Running, n: u64) {
 }
 
 fn alerts_total(shield: &joinshield::Running, kind: &str, result: &str) -> u64 {
-    let text = joinshield::metrics::render(&shield.shared, joinshield::metrics::Format::Prometheus);
+    let text = shield.metrics_text(joinshield::admin::scrape::Format::Prometheus);
     let series = format!("joinshield_alerts_total{{kind=\"{kind}\",result=\"{result}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -289,11 +290,11 @@ async fn a_reload_sends_the_next_alert_to_the_new_webhook() {
 
     let text = support::config_text(&format!("http://{}", h.app.addr), "", &rest(&second.url()));
     std::fs::write(h.config_path(), text).unwrap();
-    let outcome = joinshield::reload::reload_logged(&h.shield.shared);
+    let outcome = h.shield.reload_logged();
     assert!(
         matches!(
             outcome,
-            joinshield::reload::Outcome::Applied { version: 2, .. }
+            joinshield::ReloadOutcome::Applied { version: 2, .. }
         ),
         "{outcome:?}"
     );

@@ -3,7 +3,7 @@
 //! putting a front controller (a script, a static file, the `public` folder) in front of it.
 
 use http::Method;
-use joinshield::classify::{default_specs, Classified, RouteTable};
+use joinshield::policy::classify::{default_specs, Classified, RouteTable};
 use proptest::prelude::*;
 
 fn table() -> RouteTable {

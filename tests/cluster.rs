@@ -1,6 +1,7 @@
 //! Several shields sharing one Redis (a private redis-server per test): bans made on one replica
 //! hold on the others, guessing spread over replicas is caught, a shared limit holds across
 //! replicas within its burst, and Redis dying under load fails no guest request.
+#![allow(clippy::disallowed_methods)] // bounded waits measure real time
 
 mod support;
 
@@ -32,7 +33,7 @@ async fn replica(redis: &RedisServer, name: &str, rest: &str) -> Harness {
 
 /// Waits (bounded) until the replica's link is up (`true`) or in fallback (`false`).
 async fn wait_link(h: &Harness, up: bool) {
-    let cluster = h.shield.shared.cluster.clone().expect("a cluster");
+    let cluster = h.shield.cluster().cloned().expect("a cluster");
     let mut watch = cluster.link.watch();
     tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|u| *u == up))
         .await
@@ -42,11 +43,7 @@ async fn wait_link(h: &Harness, up: bool) {
 
 fn banned(h: &Harness, ip: &str) -> bool {
     let ip: IpAddr = ip.parse().unwrap();
-    h.shield
-        .shared
-        .bans
-        .lookup(ip, chrono::Utc::now().timestamp())
-        .is_some()
+    h.shield.bans().lookup(ip, h.shield.now().unix()).is_some()
 }
 
 /// Runs `joinshield ctl ARGS` against `h`; returns its output (it must succeed).
@@ -92,7 +89,7 @@ async fn a_ban_made_on_one_replica_is_enforced_by_the_others_and_so_is_its_lifti
     assert_eq!(ban["reason"], "SEV-2 scraping");
     // Every replica sees the others alive.
     eventually(10, "three replicas alive", || async {
-        a.shield.shared.cluster.as_ref().unwrap().replicas().len() == 3
+        a.shield.cluster().unwrap().replicas().len() == 3
     })
     .await;
     let status = admin(&c, "GET", "/admin/status", Some(TOKEN), "")
@@ -153,8 +150,8 @@ async fn guessing_spread_over_replicas_is_banned_as_fast_as_against_one() {
     })
     .await;
     let (ban_a, ban_b) = (
-        a.shield.shared.bans.list(chrono::Utc::now().timestamp()),
-        b.shield.shared.bans.list(chrono::Utc::now().timestamp()),
+        a.shield.bans().list(a.shield.now().unix()),
+        b.shield.bans().list(b.shield.now().unix()),
     );
     assert_eq!(ban_a.len(), 1, "{ban_a:?}");
     assert_eq!(ban_a[0].distinct_tokens, Some(6));
@@ -376,7 +373,7 @@ async fn a_replica_whose_redis_is_unreachable_serves_from_local_state_and_says_s
         .json();
     assert_eq!(status["cluster"]["state"], "fallback");
     // Wait for a few reconnection attempts: they are counted, and warned about once.
-    let cluster = h.shield.shared.cluster.clone().unwrap();
+    let cluster = h.shield.cluster().cloned().unwrap();
     eventually(10, "three failed connection attempts", || async {
         cluster.link.errors()[1] + cluster.link.errors()[0] >= 3
     })

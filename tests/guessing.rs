@@ -79,7 +79,7 @@ async fn guessing_spread_over_one_slash_24_bans_the_slash_24() {
             .status,
         200
     );
-    let bans = h.shield.shared.bans.list(chrono::Utc::now().timestamp());
+    let bans = h.shield.bans().list(h.shield.now().unix());
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].net.to_string(), "198.51.100.0/24");
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use http::Method;
-use joinshield::classify::{default_specs, RouteTable};
+use joinshield::policy::classify::{default_specs, RouteTable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::recorder::{self, Mode};

@@ -92,7 +92,10 @@ fn the_template_has_the_shape_kuma_1_23_imports() {
         let headers: Value = serde_json::from_str(m["headers"].as_str().unwrap()).unwrap();
         assert_eq!(
             headers["Authorization"],
-            format!("Bearer {}", joinshield::kuma::SUPPORT_TOKEN_PLACEHOLDER)
+            format!(
+                "Bearer {}",
+                joinshield::cli::kuma::SUPPORT_TOKEN_PLACEHOLDER
+            )
         );
     }
     // The shipped config's admin listener.

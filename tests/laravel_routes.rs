@@ -38,7 +38,7 @@ use std::thread;
 use std::time::Duration;
 
 use http::Method;
-use joinshield::classify::{default_specs, RouteTable};
+use joinshield::policy::classify::{default_specs, RouteTable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -252,7 +252,7 @@ async fn allowlisted_clients_skip_limits_and_are_never_banned() {
             .status,
         200
     );
-    assert!(h.shield.shared.bans.is_empty());
+    assert!(h.shield.bans().is_empty());
     // Others are still limited.
     assert_eq!(
         from(&h, "192.0.2.11", "/api/v1/events/demo-wedding-2026")
@@ -314,8 +314,8 @@ async fn a_list_edit_applies_live_and_a_broken_one_keeps_the_old_list() {
         "203.0.113.99\n203.0.113.300\n",
     )
     .unwrap();
-    match joinshield::reload::reload_logged(&h.shield.shared) {
-        joinshield::reload::Outcome::Rejected { errors, kept } => {
+    match h.shield.reload_logged() {
+        joinshield::ReloadOutcome::Rejected { errors, kept } => {
             assert_eq!(kept, 2);
             assert_eq!(errors.len(), 1);
             assert_eq!(errors[0].line, Some(2));
@@ -346,10 +346,8 @@ async fn temporary_entries_stop_applying_at_their_instant_and_say_so() {
     )
     .await;
     assert_eq!(from(&h, "203.0.113.5", "/").await.status, 200);
-    let until = chrono::DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z")
-        .unwrap()
-        .timestamp();
-    joinshield::housekeeping::log_expired(&h.shield.shared, until - 1, until);
+    let until = joinshield::units::parse_instant("2001-01-01T00:00:00Z").unwrap();
+    h.shield.log_expired(until - 1, until);
     let lines = h.log_lines().await;
     assert!(
         lines.iter().any(|l| l.contains("production.NOTICE: Temporary rule expired {\"kind\":\"blocklist\",\"net\":\"203.0.113.5/32\",\"reason\":\"old incident\",\"until\":\"2001-01-01T00:00:00Z\"}")),
@@ -401,45 +399,29 @@ async fn reloads_under_concurrent_keep_alive_traffic_fail_nothing_and_drop_nothi
         total += c.await.unwrap();
     }
     assert!(total >= 8 * 50);
-    assert_eq!(*h.shield.shared.version.borrow(), 21);
+    assert_eq!(*h.shield.version().borrow(), 21);
 }
 
 #[tokio::test]
 async fn a_reload_shares_an_unchanged_list_and_rereads_a_changed_one() {
     let h = with_lists("203.0.113.1\n", "192.0.2.1\n", "").await;
-    let before = h
-        .shield
-        .shared
-        .snapshot
-        .load()
-        .loaded
-        .lists
-        .blocklist
-        .clone();
+    let before = h.shield.snapshot().loaded.lists.blocklist.clone();
     // Only the configuration changes: the blocklist is the very same list afterwards.
     let text = std::fs::read_to_string(h.config_path())
         .unwrap()
         .replace("rate = \"1/h\"", "rate = \"2/h\"");
     std::fs::write(h.config_path(), text).unwrap();
     assert!(matches!(
-        joinshield::reload::reload(&h.shield.shared),
-        joinshield::reload::Outcome::Applied { .. }
+        h.shield.reload(),
+        joinshield::ReloadOutcome::Applied { .. }
     ));
-    let after = h
-        .shield
-        .shared
-        .snapshot
-        .load()
-        .loaded
-        .lists
-        .blocklist
-        .clone();
+    let after = h.shield.snapshot().loaded.lists.blocklist.clone();
     assert!(std::sync::Arc::ptr_eq(&before, &after));
     // The file changes (same size, in place): it is read again.
     std::fs::write(h.dir.path().join("block.txt"), "203.0.113.2\n").unwrap();
     assert!(matches!(
-        joinshield::reload::reload(&h.shield.shared),
-        joinshield::reload::Outcome::Applied { .. }
+        h.shield.reload(),
+        joinshield::ReloadOutcome::Applied { .. }
     ));
     assert_eq!(from(&h, "203.0.113.2", "/").await.status, 403);
     assert_eq!(from(&h, "203.0.113.1", "/").await.status, 200);

@@ -212,8 +212,8 @@ async fn reload_keeps_buckets_of_unchanged_limits_and_resets_changed_ones() {
         .unwrap()
         .replace("burst = 100", "burst = 50");
     std::fs::write(h.config_path(), text).unwrap();
-    match joinshield::reload::reload(&h.shield.shared) {
-        joinshield::reload::Outcome::Applied {
+    match h.shield.reload() {
+        joinshield::ReloadOutcome::Applied {
             version, changes, ..
         } => {
             assert_eq!(version, 2);
@@ -235,8 +235,8 @@ async fn reload_keeps_buckets_of_unchanged_limits_and_resets_changed_ones() {
             .replacen("burst = 2", "burst = 3", 1);
     std::fs::write(h.config_path(), text).unwrap();
     assert!(matches!(
-        joinshield::reload::reload(&h.shield.shared),
-        joinshield::reload::Outcome::Applied { .. }
+        h.shield.reload(),
+        joinshield::ReloadOutcome::Applied { .. }
     ));
     assert_eq!(
         status(&h, "/api/v1/events/demo-wedding-2026", "203.0.113.7").await,
@@ -255,8 +255,8 @@ async fn a_broken_reload_keeps_the_running_limits() {
         .unwrap()
         .replace("rate = \"1/h\"", "rate = \"lots\"");
     std::fs::write(h.config_path(), text).unwrap();
-    match joinshield::reload::reload(&h.shield.shared) {
-        joinshield::reload::Outcome::Rejected { errors, kept } => {
+    match h.shield.reload() {
+        joinshield::ReloadOutcome::Rejected { errors, kept } => {
             assert_eq!(kept, 1);
             assert_eq!(errors[0].key, "limit[0].rate");
         }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use ipnet::IpNet;
-use joinshield::client_ip::canonical;
-use joinshield::lists::{ip_diff, Entry, IpList};
+use joinshield::policy::client_ip::canonical;
+use joinshield::policy::lists::{ip_diff, Entry, IpList};
 use proptest::prelude::*;
 
 /// The baseline: every entry in force containing the address; the longest prefix wins.

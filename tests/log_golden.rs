@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use joinshield::log::{Format, Formatter, Level, Record, Value};
+use jiff::{tz::TimeZone, Timestamp};
+use joinshield::telemetry::log::{Format, Formatter, Level, Record, Value};
 use serde_json::json;
 
 /// The PHP run must finish within this, or the test fails (it never hangs a build).
@@ -59,15 +59,17 @@ struct Case {
     level: Level,
     message: &'static str,
     channel: &'static str,
-    tz: chrono_tz::Tz,
-    at: DateTime<Utc>,
+    tz: TimeZone,
+    at: Timestamp,
     context: Vec<(&'static str, V)>,
 }
 
-fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-        .single()
-        .unwrap_or_default()
+fn at(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> Timestamp {
+    jiff::civil::date(y, mo, d)
+        .at(h, mi, s, 0)
+        .to_zoned(TimeZone::UTC)
+        .unwrap()
+        .timestamp()
 }
 
 fn case(name: &'static str, context: Vec<(&'static str, V)>) -> Case {
@@ -76,7 +78,7 @@ fn case(name: &'static str, context: Vec<(&'static str, V)>) -> Case {
         level: Level::Warning,
         message: "Join token access denied",
         channel: "production",
-        tz: chrono_tz::UTC,
+        tz: TimeZone::UTC,
         at: at(2026, 11, 27, 17, 44, 15),
         context,
     }
@@ -178,22 +180,22 @@ fn cases() -> Vec<Case> {
     ];
 
     let mut berlin_summer = case("berlin summer time", vec![("ip", Text("2001:db8::1"))]);
-    berlin_summer.tz = chrono_tz::Europe::Berlin;
+    berlin_summer.tz = TimeZone::get("Europe/Berlin").unwrap();
     berlin_summer.at = at(2026, 7, 1, 23, 30, 0);
     all.push(berlin_summer);
 
     let mut berlin_winter = case("berlin winter time", vec![("ip", Text("198.51.100.9"))]);
-    berlin_winter.tz = chrono_tz::Europe::Berlin;
+    berlin_winter.tz = TimeZone::get("Europe/Berlin").unwrap();
     berlin_winter.at = at(2026, 12, 31, 23, 59, 59);
     all.push(berlin_winter);
 
     let mut kolkata = case("half-hour zone", vec![]);
-    kolkata.tz = chrono_tz::Asia::Kolkata;
+    kolkata.tz = TimeZone::get("Asia/Kolkata").unwrap();
     kolkata.at = at(2027, 2, 28, 18, 45, 1);
     all.push(kolkata);
 
     let mut new_york = case("new york", vec![]);
-    new_york.tz = chrono_tz::America::New_York;
+    new_york.tz = TimeZone::get("America/New_York").unwrap();
     new_york.at = at(2026, 3, 8, 7, 0, 0);
     all.push(new_york);
 
@@ -224,7 +226,7 @@ fn nested(levels: usize) -> V {
 }
 
 fn ours(case: &Case) -> Vec<u8> {
-    let mut formatter = Formatter::new(Format::Laravel, case.channel, case.tz);
+    let mut formatter = Formatter::new(Format::Laravel, case.channel, case.tz.clone());
     let record = Record {
         level: case.level,
         message: case.message,
@@ -237,8 +239,8 @@ fn ours(case: &Case) -> Vec<u8> {
 
 fn php_input(case: &Case) -> String {
     json!({
-        "tz": case.tz.name(),
-        "ts": case.at.timestamp(),
+        "tz": case.tz.iana_name().unwrap_or("UTC"),
+        "ts": case.at.as_second(),
         "channel": case.channel,
         "level": case.level.name().to_lowercase(),
         "message": hex::encode(case.message.as_bytes()),

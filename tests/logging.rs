@@ -98,9 +98,9 @@ async fn reloads_are_logged_with_what_changed_and_rejections_with_every_error() 
         .unwrap()
         .replace("rate = \"1/h\"", "rate = \"60/min\"");
     std::fs::write(h.config_path(), text).unwrap();
-    joinshield::reload::reload_logged(&h.shield.shared);
+    h.shield.reload_logged();
     std::fs::write(h.config_path(), "[server]\nlisten = 5\n").unwrap();
-    joinshield::reload::reload_logged(&h.shield.shared);
+    h.shield.reload_logged();
     let lines = h.log_lines().await;
     assert!(
         lines

@@ -1,6 +1,7 @@
 //! `/metrics` over real sockets: a forwarded, a rate-limited and a shadow-limited request move
 //! the right series, the exposition names no client or token, `promtool` accepts it, and a
 //! scraper that asks for OpenMetrics gets it.
+#![allow(clippy::disallowed_methods)] // bounded waits measure real time
 
 mod support;
 
@@ -115,8 +116,8 @@ async fn forwarded_limited_and_shadow_requests_move_their_series_and_name_no_cli
     }
 
     // A reload is counted, and the route counters survive it.
-    let shared = h.shield.shared.clone();
-    tokio::task::spawn_blocking(move || joinshield::reload::reload_logged(&shared))
+    let shared = h.shield.reloader();
+    tokio::task::spawn_blocking(move || shared.reload_logged())
         .await
         .unwrap();
     let after = scrape(&h).await;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use joinshield::reload::Outcome;
+use joinshield::ReloadOutcome as Outcome;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SerialNumber,
@@ -216,8 +216,9 @@ async fn https_reaches_the_app_as_https_with_hsts_and_plain_http_without() {
     assert!(conn.try_request(raw).await.is_ok());
     conn.closed().await;
 
-    let metrics =
-        joinshield::metrics::render(&h.shield.shared, joinshield::metrics::Format::Prometheus);
+    let metrics = h
+        .shield
+        .metrics_text(joinshield::admin::scrape::Format::Prometheus);
     assert!(
         metrics.contains("joinshield_tls_handshakes_total 3"),
         "{metrics}"
@@ -361,8 +362,8 @@ async fn a_mismatched_expired_or_garbage_pair_is_refused_and_the_old_one_keeps_s
     ] {
         files.install(cert, key);
         let outcome = tokio::task::spawn_blocking({
-            let shared = h.shield.shared.clone();
-            move || joinshield::reload::reload_logged(&shared)
+            let shared = h.shield.reloader();
+            move || shared.reload_logged()
         })
         .await
         .unwrap();
@@ -389,7 +390,7 @@ async fn a_mismatched_expired_or_garbage_pair_is_refused_and_the_old_one_keeps_s
         .any(|l| l.contains("server.tls_key") && l.contains("does not belong")));
     // The good pair back: applied.
     files.install(&cert_a, &key_a);
-    let outcome = joinshield::reload::reload(&h.shield.shared);
+    let outcome = h.shield.reload();
     assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
     h.shield.shutdown().await;
 }
@@ -437,7 +438,7 @@ async fn plain_http_and_garbage_on_the_tls_port_are_closed_at_once_and_counted()
     .await;
     assert_eq!(garbage, End::Closed, "garbage on the TLS port is closed");
 
-    let tls = &h.shield.shared.metrics.tls;
+    let tls = h.shield.tls_handshakes();
     let failed = |i: usize| tls.failed[i].load(Ordering::SeqCst);
     // The connection task counts right after closing: wait for it (bounded).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -463,7 +464,7 @@ async fn a_silent_connection_is_closed_at_the_handshake_timeout() {
     let h = spawn_shield(&files.server_lines("tls_handshake_timeout = \"1s\"\n"), "").await;
     let silent = ended_unanswered(tls_addr(&h), b"").await;
     assert_eq!(silent, End::Closed, "a silent connection is closed");
-    let timeouts = &h.shield.shared.metrics.tls.failed[1];
+    let timeouts = &h.shield.tls_handshakes().failed[1];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while timeouts.load(Ordering::SeqCst) < 1 && tokio::time::Instant::now() < deadline {
         tokio::task::yield_now().await;
@@ -678,7 +679,10 @@ async fn demo_serves_https_with_a_certificate_made_at_start() {
         root_pem: String::new(),
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let path = format!("/api/v1/events/{}", joinshield::standin::DEMO_TOKENS[0]);
+    let path = format!(
+        "/api/v1/events/{}",
+        joinshield::testkit::standin::DEMO_TOKENS[0]
+    );
     let result = https_get(&pki, addr, &path).await;
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -698,7 +702,7 @@ async fn a_reload_that_drops_tls_listen_warns_and_the_https_listener_keeps_its_p
     let addr = tls_addr(&h);
     let text = support::config_text(&format!("http://{}", h.app.addr), "", "");
     std::fs::write(h.config_path(), text).unwrap();
-    match joinshield::reload::reload(&h.shield.shared) {
+    match h.shield.reload() {
         Outcome::Applied { warnings, .. } => {
             // The configured address is named, as for `listen`.
             let expected = "server.tls_listen changed to off but stays 127.0.0.1:0 until restart";

@@ -14,11 +14,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::Cluster;
-use crate::enumeration::{Offence, OffenceKind};
-use crate::server::Shared;
+use super::{Cluster, Parts};
+use crate::policy::guessing::{Offence, OffenceKind};
+use crate::shutdown::Shutdown;
 
 /// One failed token to count.
 #[derive(Debug, Clone)]
@@ -61,15 +61,10 @@ impl Cluster {
     }
 }
 
-/// Counts queued failures in Redis until `stop`; bans what reaches a threshold.
-pub async fn run(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Failed>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let Some(cluster) = shared.cluster.clone() else {
-        return;
-    };
+/// Counts queued failures in Redis until `stop`; reports what reaches a threshold through the
+/// [`super::Guessing`] callback.
+pub async fn run(parts: Parts, mut rx: mpsc::Receiver<Failed>, stop: Shutdown) {
+    let cluster: Arc<Cluster> = parts.cluster.clone();
     let script = redis::Script::new(COUNT_SCRIPT);
     loop {
         let failed = tokio::select! {
@@ -77,13 +72,12 @@ pub async fn run(
                 Some(f) => f,
                 None => return,
             },
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.requested() => return,
         };
-        let snap = shared.snapshot.load_full();
-        let Some(e) = &snap.loaded.config.enumeration else {
+        let Some(rules) = parts.guessing.rules() else {
             continue;
         };
-        let settings = &e.settings;
+        let settings = &rules.settings;
         let window = u64::try_from(settings.window.as_millis()).unwrap_or(u64::MAX);
         let client_key = cluster.key(&format!("fail:c:{}", failed.client));
         let prefix_key = cluster.key(&format!("fail:p:{}", failed.prefix));
@@ -117,7 +111,7 @@ pub async fn run(
         let Some((client, prefix)) = counted else {
             continue;
         };
-        let now = chrono::Utc::now().timestamp();
+        let now = parts.now_unix();
         for (net, distinct, kind) in [
             (failed.client, client, OffenceKind::Client),
             (failed.prefix, prefix, OffenceKind::Prefix),
@@ -125,15 +119,13 @@ pub async fn run(
             if distinct == 0 {
                 continue;
             }
-            crate::server::ban_offence(
-                &shared,
+            parts.guessing.offence(
                 &Offence {
                     net,
                     distinct_tokens: distinct,
                     kind,
                 },
-                settings,
-                snap.loaded.config.client.ipv6_prefix,
+                &rules,
                 now,
             );
         }

@@ -15,7 +15,7 @@
 //! remembered until the bucket has a token again, so a client over a shared limit is refused
 //! here without a round trip.
 //!
-//! **On the request path.** The decision is synchronous, so the handler settles every shared
+//! **On the request path.** The decision is synchronous, so the pipeline settles every shared
 //! limit of a request first ([`settle`]): a token from the local lease (no await), else it
 //! waits for a lease, at most `timeout`; the spent keys of one request (its IP's and its
 //! token's) are refilled in one script call. Once half a lease is spent, the next one is
@@ -32,27 +32,14 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Cluster;
-use crate::decide::Facts;
-use crate::limits::{KeyKind, PrehashedKey};
-use crate::server::now_ms;
-use crate::snapshot::Snapshot;
+use crate::policy::decide::Facts;
+use crate::policy::limits::{KeyKind, LimitRule, PrehashedKey, Settled};
 
 /// How long leased tokens may be spent. Spending a token late never lets a client past the
 /// limit by more than the tokens leased and unspent (about two leases per replica and key,
 /// whatever this is), so it can be long: a key seen every second or two then reuses its lease
 /// instead of paying a round trip on most requests.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
-
-/// How one shared limit was settled for a request, before the decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    /// Not settled through the cluster: the local limiter decides.
-    Local,
-    /// A token of the shared bucket was taken for this request.
-    Granted,
-    /// The shared bucket is empty; this long until it has a token.
-    Denied(Duration),
-}
 
 /// For each key k of KEYS (emission interval ARGV[2k] µs, burst ARGV[2k+1]) takes up to ARGV[1]
 /// tokens (at most the burst); returns {granted, µs until the next token when none was granted}
@@ -142,7 +129,7 @@ impl SharedLimit {
     pub fn new(
         key_prefix: &str,
         name: &str,
-        rate: crate::config::units::Rate,
+        rate: crate::units::Rate,
         burst: u32,
         cap: usize,
     ) -> SharedLimit {
@@ -168,9 +155,9 @@ impl SharedLimit {
         self.leases.is_empty()
     }
 
-    /// Drops leases with nothing left to spend or remember.
-    pub fn prune(&self) {
-        let now = now_ms();
+    /// Drops leases with nothing left to spend or remember at `now_ms` (Unix milliseconds).
+    pub fn prune(&self, now_ms: i64) {
+        let now = now_ms;
         self.leases.retain(|_, lease| !lease.idle(now));
     }
 
@@ -186,28 +173,37 @@ impl SharedLimit {
 }
 
 /// Settles every shared limit that applies to the request of `facts` (one entry per rule of
-/// `snap.limits`, `Local` for rules that are not shared). Keys whose lease has a token (or a
-/// fresh "no") are settled at once; the others are refilled together in one round trip, waiting
-/// at most `timeout` in all.
-pub async fn settle(cluster: &Arc<Cluster>, snap: &Snapshot, facts: &Facts<'_>) -> Vec<Settled> {
-    let mut out = vec![Settled::Local; snap.limits.len()];
+/// `rules`, `Local` for rules that are not shared; `shared` holds each rule's cluster side, by
+/// index; `now_ms` is the request's time). Keys whose lease has a token (or a fresh "no") are settled at once; the others are
+/// refilled together in one round trip, waiting at most `timeout` in all.
+pub async fn settle(
+    cluster: &Arc<Cluster>,
+    rules: &[LimitRule],
+    shared_limits: &[Option<Arc<SharedLimit>>],
+    ipv6_prefix: u8,
+    facts: &Facts<'_>,
+    now_ms: i64,
+) -> Vec<Settled> {
+    let mut out = vec![Settled::Local; rules.len()];
     let Some(class) = facts.class else {
         return out;
     };
     if facts.allowlisted || !cluster.link.is_up() {
         return out;
     }
-    let now = now_ms();
+    let now = now_ms;
     let mut spent: Vec<Refill<'_>> = Vec::new();
-    for (i, rule) in snap.limits.iter().enumerate() {
-        let Some(shared) = &rule.shared else { continue };
+    for (i, rule) in rules.iter().enumerate() {
+        let Some(Some(shared)) = shared_limits.get(i) else {
+            continue;
+        };
         if !rule.applies(class, facts.now_unix) {
             continue;
         }
         let (hash, token) = match rule.key {
             KeyKind::Ip => (facts.client_hash, None),
             KeyKind::Token => match facts.token {
-                Some(t) => (crate::limits::token_hash(t), Some(t)),
+                Some(t) => (crate::policy::limits::token_hash(t), Some(t)),
                 None => continue,
             },
         };
@@ -223,7 +219,7 @@ pub async fn settle(cluster: &Arc<Cluster>, snap: &Snapshot, facts: &Facts<'_>) 
                     cluster,
                     shared,
                     &lease,
-                    key_of(cluster, facts, token, snap),
+                    key_of(cluster, facts, token, ipv6_prefix),
                     now,
                 );
             }
@@ -241,7 +237,7 @@ pub async fn settle(cluster: &Arc<Cluster>, snap: &Snapshot, facts: &Facts<'_>) 
     if spent.is_empty() {
         return out;
     }
-    let v6 = snap.loaded.config.client.ipv6_prefix;
+    let v6 = ipv6_prefix;
     let timeout = cluster.settings.timeout;
     // Past the timeout, whatever is not settled stays Local.
     let _ = tokio::time::timeout(timeout, refill(cluster, facts, v6, &spent, &mut out)).await;
@@ -249,13 +245,10 @@ pub async fn settle(cluster: &Arc<Cluster>, snap: &Snapshot, facts: &Facts<'_>) 
 }
 
 /// The part of a key's Redis name after the limit's: the client network, or the token's digest.
-fn key_of(cluster: &Cluster, facts: &Facts<'_>, token: Option<&str>, snap: &Snapshot) -> String {
+fn key_of(cluster: &Cluster, facts: &Facts<'_>, token: Option<&str>, ipv6_prefix: u8) -> String {
     match token {
         Some(token) => cluster.token_digest(token),
-        None => facts
-            .client
-            .net(snap.loaded.config.client.ipv6_prefix)
-            .to_string(),
+        None => facts.client.net(ipv6_prefix).to_string(),
     }
 }
 
@@ -299,7 +292,8 @@ fn prefetch(
                     .tokens
                     .fetch_add(u32::try_from(granted).unwrap_or(0), Ordering::AcqRel);
                 lease.expires_ms.store(
-                    now_ms().max(now) + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(1000),
+                    cluster.now_ms().max(now)
+                        + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(1000),
                     Ordering::Release,
                 );
             }
@@ -329,7 +323,7 @@ async fn refill(
     for r in spent {
         guards.push(r.lease.refill.lock().await);
     }
-    let now = now_ms();
+    let now = cluster.now_ms();
     let mut ask: Vec<&Refill<'_>> = Vec::with_capacity(spent.len());
     for r in spent {
         if r.lease.take(now) {
@@ -366,7 +360,7 @@ async fn refill(
     let Some(answer) = answer else {
         return;
     };
-    let now = now_ms();
+    let now = cluster.now_ms();
     for (r, pair) in ask.iter().zip(answer.chunks(2)) {
         let (granted, wait_us) = match *pair {
             [granted, wait_us] => (granted, wait_us),
@@ -425,7 +419,7 @@ mod tests {
 
     #[test]
     fn a_full_lease_table_leaves_new_keys_to_the_local_limiter_and_idle_leases_are_pruned() {
-        let rate = crate::config::units::parse_rate("60/min").unwrap();
+        let rate = crate::units::parse_rate("60/min").unwrap();
         let shared = SharedLimit::new("js", "guest-ip", rate, 10, 2);
         assert_eq!(shared.interval_us, 1_000_000);
         assert_eq!(shared.key_base, "js:limit:guest-ip:");
@@ -435,8 +429,8 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &shared.lease(1).unwrap()));
         // A lease with tokens to spend stays; one with nothing left goes.
         first.tokens.store(3, Ordering::Release);
-        first.expires_ms.store(now_ms() + 60_000, Ordering::Release);
-        shared.prune();
+        first.expires_ms.store(NOW + 60_000, Ordering::Release);
+        shared.prune(NOW);
         assert_eq!(shared.len(), 1);
         assert!(shared.lease(3).is_some());
     }

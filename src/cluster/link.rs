@@ -19,8 +19,9 @@ use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{watch, Notify};
 
-use crate::log::{Level, LogHandle, Record};
-use crate::server::now_ms;
+use crate::clock::SharedClock;
+use crate::shutdown::Shutdown;
+use crate::telemetry::log::{Level, LogHandle, Record};
 
 /// Timeouts in a row that count as an outage (when Redis was also silent for [`SILENCE`]).
 pub const TIMEOUTS_IN_A_ROW: u32 = 3;
@@ -92,6 +93,7 @@ pub struct Link {
     /// `true` while up; tasks wait on it.
     state: watch::Sender<bool>,
     log: LogHandle,
+    clock: SharedClock,
     shown: String,
 }
 
@@ -106,21 +108,27 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// A link to `client` that is not connected yet (fallback until the supervisor connects).
-    pub fn new(client: redis::Client, shown: String, log: LogHandle) -> Link {
+    pub fn new(client: redis::Client, shown: String, log: LogHandle, clock: SharedClock) -> Link {
+        let now_ms = clock.now().unix_ms();
         Link {
             client,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
-            since_ms: AtomicI64::new(now_ms()),
+            since_ms: AtomicI64::new(now_ms),
             timeouts: AtomicU32::new(0),
             last_ok_ms: AtomicI64::new(0),
             errors: Default::default(),
             broken: Notify::new(),
             state: watch::Sender::new(false),
             log,
+            clock,
             shown,
         }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().unix_ms()
     }
 
     /// Whether Redis is trusted now (`false`: fallback to local state).
@@ -156,7 +164,7 @@ impl Link {
         if self.timeouts.load(Ordering::Relaxed) != 0 {
             self.timeouts.store(0, Ordering::Relaxed);
         }
-        let now = now_ms();
+        let now = self.now_ms();
         if self.last_ok_ms.load(Ordering::Relaxed) != now {
             self.last_ok_ms.store(now, Ordering::Relaxed);
         }
@@ -167,7 +175,7 @@ impl Link {
         self.errors[kind.index()].fetch_add(1, Ordering::Relaxed);
         let outage = match kind {
             ErrorKind::Timeout => {
-                let silent = now_ms() - self.last_ok_ms.load(Ordering::Relaxed)
+                let silent = self.now_ms() - self.last_ok_ms.load(Ordering::Relaxed)
                     >= i64::try_from(SILENCE.as_millis()).unwrap_or(100);
                 self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_IN_A_ROW && silent
             }
@@ -184,7 +192,7 @@ impl Link {
             return;
         }
         self.conn.store(None);
-        self.since_ms.store(now_ms(), Ordering::Relaxed);
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
         self.state.send_replace(false);
         self.log.log(
             Record::new(Level::Warning, "Cluster link lost, deciding on local state")
@@ -197,10 +205,10 @@ impl Link {
 
     fn go_up(&self, conn: MultiplexedConnection) {
         self.timeouts.store(0, Ordering::Relaxed);
-        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_ok_ms.store(self.now_ms(), Ordering::Relaxed);
         self.conn.store(Some(Arc::new(conn)));
-        let down_ms = now_ms() - self.since_ms();
-        self.since_ms.store(now_ms(), Ordering::Relaxed);
+        let down_ms = self.now_ms() - self.since_ms();
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
         self.up.store(true, Ordering::Release);
         self.state.send_replace(true);
         let recovery = self.ever_up.swap(true, Ordering::AcqRel);
@@ -268,7 +276,7 @@ impl Link {
 
     /// Keeps the link up until `stop`: connects with backoff while down; while up, checks the
     /// connection every `health` (a PING) and as soon as a request reports it broken.
-    pub async fn supervise(self: Arc<Self>, health: Duration, mut stop: watch::Receiver<bool>) {
+    pub async fn supervise(self: Arc<Self>, health: Duration, stop: Shutdown) {
         let mut backoff = BACKOFF.0;
         let mut warned_down = false;
         loop {
@@ -276,7 +284,7 @@ impl Link {
                 tokio::select! {
                     _ = self.broken.notified() => continue,
                     _ = tokio::time::sleep(health) => {}
-                    _ = crate::server::stopped(&mut stop) => return,
+                    _ = stop.requested() => return,
                 }
                 let ping = self
                     .run(BACKGROUND_TIMEOUT, "health check", |mut c| async move {
@@ -310,7 +318,7 @@ impl Link {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = crate::server::stopped(&mut stop) => return,
+                        _ = stop.requested() => return,
                     }
                     backoff = (backoff * 2).min(BACKOFF.1);
                 }

@@ -17,6 +17,11 @@
 //! local limiter, bans and guessing counts stay local, and nothing on the request path touches
 //! Redis. When Redis returns, local bans are written back and the others' read in.
 //!
+//! The cluster knows nothing of the request path: the handler calls into it (settling shared
+//! limits, queueing failed tokens, announcing bans), and what it finds itself (a threshold
+//! reached by the shared guessing count) it reports through the [`Guessing`] callback the
+//! composition root hands it.
+//!
 //! Redis holds client addresses and networks (in keys and ban records) but never a join token:
 //! a token is stored as a 64-bit digest salted with the key prefix.
 
@@ -31,13 +36,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::bans::Ban;
-use crate::config::validate::ClusterConfig;
-use crate::log::LogHandle;
-use crate::server::Shared;
+use crate::clock::SharedClock;
+use crate::config::schema::ClusterConfig;
+use crate::policy::bans::{Ban, Bans};
+use crate::policy::guessing::{EnumerationSettings, Offence};
+use crate::shutdown::Shutdown;
+use crate::telemetry::log::LogHandle;
 
 pub use link::{ErrorKind, Link, ERROR_KINDS};
 
@@ -81,6 +88,8 @@ pub struct Cluster {
     failures_rx: Mutex<Option<mpsc::Receiver<failures::Failed>>>,
     /// Failed tokens dropped because the queue was full.
     pub failures_dropped: AtomicU64,
+    /// The time, for leases and heartbeats.
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -94,9 +103,18 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// The cluster state for `settings`; nothing connects until [`start`] runs its tasks.
-    pub fn new(settings: ClusterConfig, log: LogHandle) -> Result<Cluster, redis::RedisError> {
+    pub fn new(
+        settings: ClusterConfig,
+        log: LogHandle,
+        clock: SharedClock,
+    ) -> Result<Cluster, redis::RedisError> {
         let client = redis::Client::open(settings.redis.as_str())?;
-        let link = Arc::new(Link::new(client, settings.redis_shown(), log));
+        let link = Arc::new(Link::new(
+            client,
+            settings.redis_shown(),
+            log,
+            clock.clone(),
+        ));
         let (tx, rx) = mpsc::channel(FAILURE_QUEUE);
         Ok(Cluster {
             settings,
@@ -109,7 +127,12 @@ impl Cluster {
             failures: tx,
             failures_rx: Mutex::new(Some(rx)),
             failures_dropped: AtomicU64::new(0),
+            clock,
         })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().unix_ms()
     }
 
     /// The Redis key `<prefix>:<rest>`.
@@ -159,7 +182,7 @@ impl Cluster {
             "name": self.settings.name,
             "redis": self.settings.redis_shown(),
             "state": if self.link.is_up() { "connected" } else { "fallback" },
-            "since": crate::housekeeping::rfc3339(self.link.since_ms().div_euclid(1000)),
+            "since": crate::clock::rfc3339(self.link.since_ms().div_euclid(1000)),
             "replicas": self.replicas(),
             "errors": ERROR_KINDS.iter().zip(errors).map(|(k, n)| (k.to_string(), serde_json::Value::from(n))).collect::<serde_json::Map<_, _>>(),
             "pending_ban_writes": self.outbox.lock().unwrap_or_else(PoisonError::into_inner).len(),
@@ -168,29 +191,72 @@ impl Cluster {
     }
 }
 
+/// The guessing rules in force, as the cluster's shared count needs them.
+#[derive(Debug, Clone)]
+pub struct GuessingRules {
+    /// `[enumeration]`'s thresholds, window and ban lengths.
+    pub settings: EnumerationSettings,
+    /// `[client] ipv6_prefix`: how IPv6 clients are grouped.
+    pub ipv6_prefix: u8,
+}
+
+/// What the cluster asks of the rest of the shield: the guessing rules in force, and where the
+/// offences the shared count finds are reported (the shield bans them as its own count's).
+pub trait Guessing: Send + Sync {
+    /// The rules in force; `None` while guessing detection is off.
+    fn rules(&self) -> Option<GuessingRules>;
+
+    /// Reports that `offence` reached its threshold in the shared count at `now_unix`.
+    fn offence(&self, offence: &Offence, rules: &GuessingRules, now_unix: i64);
+}
+
+/// What the cluster's tasks hold: the cluster, the ban table, the log, the clock, and the
+/// [`Guessing`] callback.
+#[derive(Clone)]
+pub struct Parts {
+    /// The cluster state.
+    pub cluster: Arc<Cluster>,
+    /// The ban table, adopted into and read for the full sync.
+    pub bans: Arc<Bans>,
+    /// The log.
+    pub log: LogHandle,
+    /// The guessing rules and the offence callback.
+    pub guessing: Arc<dyn Guessing>,
+}
+
+impl Parts {
+    /// How long an adopted automatic ban's offence history is kept past its end (the doubling
+    /// of a repeat offender's ban): the `max_ban` in force, or a day.
+    pub(crate) fn forget_after(&self) -> std::time::Duration {
+        self.guessing
+            .rules()
+            .map_or(std::time::Duration::from_secs(86_400), |r| {
+                r.settings.max_ban
+            })
+    }
+
+    pub(crate) fn now_unix(&self) -> i64 {
+        self.cluster.clock.now().unix()
+    }
+}
+
 /// Starts the cluster's tasks (link supervisor, ban writer and sync, pub/sub listener, failed
-/// token counter) when `shared` has a cluster; they end when `stop` turns true.
-pub fn start(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let Some(cluster) = shared.cluster.clone() else {
-        return Vec::new();
-    };
+/// token counter); they end when `shutdown` is requested.
+pub fn start(parts: Parts, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+    let cluster = parts.cluster.clone();
     let health = cluster.settings.sync_interval;
     let mut tasks = vec![tokio::spawn(
-        cluster.link.clone().supervise(health, stop.clone()),
+        cluster.link.clone().supervise(health, shutdown.clone()),
     )];
-    tasks.push(tokio::spawn(sync::run(shared.clone(), stop.clone())));
-    tasks.push(tokio::spawn(sync::listen(shared.clone(), stop.clone())));
+    tasks.push(tokio::spawn(sync::run(parts.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(sync::listen(parts.clone(), shutdown.clone())));
     let rx = cluster
         .failures_rx
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
     if let Some(rx) = rx {
-        tasks.push(tokio::spawn(failures::run(
-            shared.clone(),
-            rx,
-            stop.clone(),
-        )));
+        tasks.push(tokio::spawn(failures::run(parts, rx, shutdown.clone())));
     }
     tasks
 }

@@ -23,17 +23,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
-
-use futures_util::StreamExt;
-use ipnet::IpNet;
-use tokio::sync::watch;
 
 use super::link::BACKGROUND_TIMEOUT;
-use super::{Cluster, Op, Replica};
-use crate::bans::Ban;
-use crate::log::{Level, Record};
-use crate::server::{now_ms, Shared};
+use super::{Cluster, Op, Parts, Replica};
+use crate::policy::bans::Ban;
+use crate::shutdown::Shutdown;
+use crate::telemetry::log::{Level, Record};
+use futures_util::StreamExt;
+use ipnet::IpNet;
 
 /// A message on `<prefix>:events`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -53,24 +50,9 @@ pub enum Event {
     },
 }
 
-/// How long an adopted automatic ban's offence history is kept past its end (the doubling of
-/// a repeat offender's ban): the `max_ban` in force, or a day.
-fn forget_after(shared: &Shared) -> Duration {
-    shared
-        .snapshot
-        .load()
-        .loaded
-        .config
-        .enumeration
-        .as_ref()
-        .map_or(Duration::from_secs(86_400), |e| e.settings.max_ban)
-}
-
 /// Writes the outbox and runs the full sync and heartbeat every `sync_interval`, until `stop`.
-pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let Some(cluster) = shared.cluster.clone() else {
-        return;
-    };
+pub async fn run(parts: Parts, stop: Shutdown) {
+    let cluster: Arc<Cluster> = parts.cluster.clone();
     let mut up = cluster.link.watch();
     let mut tick = tokio::time::interval(cluster.settings.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,16 +76,16 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     continue;
                 }
             }
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.requested() => return,
         }
         if !cluster.link.is_up() {
             continue;
         }
         if write_back {
-            write_back = !push_local(&shared, &cluster).await;
+            write_back = !push_local(&parts, &cluster).await;
         }
         write_outbox(&cluster).await;
-        full_sync(&shared, &cluster).await;
+        full_sync(&parts, &cluster).await;
         heartbeat(&cluster).await;
     }
 }
@@ -169,9 +151,9 @@ async fn write_outbox(cluster: &Cluster) {
 
 /// Writes every ban held here that the hash lacks (HSETNX: never replaces another's record).
 /// Says whether it got through.
-async fn push_local(shared: &Shared, cluster: &Cluster) -> bool {
-    let now = chrono::Utc::now().timestamp();
-    let mut bans = shared.bans.list(now);
+async fn push_local(parts: &Parts, cluster: &Cluster) -> bool {
+    let now = parts.now_unix();
+    let mut bans = parts.bans.list(now);
     if bans.is_empty() {
         return true;
     }
@@ -196,7 +178,7 @@ async fn push_local(shared: &Shared, cluster: &Cluster) -> bool {
 
 /// Reads the hash whole: adopts what is missing here, deletes ended records, lifts what was
 /// lifted elsewhere.
-async fn full_sync(shared: &Shared, cluster: &Cluster) {
+async fn full_sync(parts: &Parts, cluster: &Cluster) {
     let generation = cluster.generation.load(Ordering::Acquire);
     let bans_key = cluster.key("bans");
     let key = bans_key.clone();
@@ -212,8 +194,8 @@ async fn full_sync(shared: &Shared, cluster: &Cluster) {
     else {
         return;
     };
-    let now = chrono::Utc::now().timestamp();
-    let forget = forget_after(shared);
+    let now = parts.now_unix();
+    let forget = parts.forget_after();
     let mut ended = Vec::new();
     let mut present = std::collections::HashSet::new();
     for (field, value) in &stored {
@@ -228,8 +210,8 @@ async fn full_sync(shared: &Shared, cluster: &Cluster) {
             ended.push(field.clone());
             continue;
         }
-        present.insert(crate::client_ip::canonical_net(ban.net).trunc());
-        shared.bans.adopt(ban, forget, now);
+        present.insert(crate::policy::client_ip::canonical_net(ban.net).trunc());
+        parts.bans.adopt(ban, forget, now);
     }
     if !ended.is_empty() {
         let _ = cluster
@@ -254,12 +236,12 @@ async fn full_sync(shared: &Shared, cluster: &Cluster) {
         .keys()
         .copied()
         .collect();
-    for ban in shared.bans.list(now) {
+    for ban in parts.bans.list(now) {
         if present.contains(&ban.net) || pending.contains(&ban.net) {
             continue;
         }
-        if shared.bans.lift(ban.net).is_some() {
-            shared.log.log(
+        if parts.bans.lift(ban.net).is_some() {
+            parts.log.log(
                 Record::new(Level::Notice, "Ban lifted")
                     .with("net", ban.net.to_string())
                     .with("reason", ban.reason.as_str())
@@ -273,7 +255,7 @@ async fn full_sync(shared: &Shared, cluster: &Cluster) {
 async fn heartbeat(cluster: &Cluster) {
     let key = cluster.key("replicas");
     let name = cluster.settings.name.clone();
-    let now = now_ms();
+    let now = cluster.now_ms();
     let stale = now - 3 * i64::try_from(cluster.settings.sync_interval.as_millis()).unwrap_or(3000);
     let alive = cluster
         .link
@@ -308,16 +290,14 @@ async fn heartbeat(cluster: &Cluster) {
 }
 
 /// Listens on `<prefix>:events` while the link is up, applying the other replicas' changes.
-pub async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let Some(cluster) = shared.cluster.clone() else {
-        return;
-    };
+pub async fn listen(parts: Parts, stop: Shutdown) {
+    let cluster: Arc<Cluster> = parts.cluster.clone();
     let mut up = cluster.link.watch();
     loop {
         // Wait for the link (the supervisor does the backoff).
         tokio::select! {
             r = up.wait_for(|u| *u) => if r.is_err() { return },
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.requested() => return,
         }
         let mut pubsub = match cluster.link.pubsub().await {
             Ok(p) => p,
@@ -325,7 +305,7 @@ pub async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 cluster.link.failed(kind, "subscribe");
                 tokio::select! {
                     _ = tokio::time::sleep(super::link::BACKOFF.0) => continue,
-                    _ = crate::server::stopped(&mut stop) => return,
+                    _ = stop.requested() => return,
                 }
             }
         };
@@ -342,7 +322,7 @@ pub async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 msg = messages.next() => match msg {
                     Some(msg) => {
                         let payload: String = msg.get_payload().unwrap_or_default();
-                        apply(&shared, &cluster, &payload);
+                        apply(&parts, &cluster, &payload);
                     }
                     None => {
                         cluster.link.failed(super::ErrorKind::Connection, "subscription");
@@ -353,27 +333,27 @@ pub async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     if r.is_err() { return }
                     break;
                 }
-                _ = crate::server::stopped(&mut stop) => return,
+                _ = stop.requested() => return,
             }
         }
     }
 }
 
 /// Applies one event from another replica (this replica's own are ignored).
-pub fn apply(shared: &Shared, cluster: &Cluster, payload: &str) {
+pub fn apply(parts: &Parts, cluster: &Cluster, payload: &str) {
     let Ok(event) = serde_json::from_str::<Event>(payload) else {
         cluster
             .link
             .failed(super::ErrorKind::Reply, "event unreadable");
         return;
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = parts.now_unix();
     match event {
         Event::Ban { ban } => {
             if ban.origin.as_deref() == Some(cluster.settings.name.as_str()) {
                 return;
             }
-            shared.bans.adopt(ban, forget_after(shared), now);
+            parts.bans.adopt(ban, parts.forget_after(), now);
         }
         Event::Unban { net, origin } => {
             if origin == cluster.settings.name {
@@ -382,8 +362,8 @@ pub fn apply(shared: &Shared, cluster: &Cluster, payload: &str) {
             let Ok(net) = net.parse::<IpNet>() else {
                 return;
             };
-            if let Some(ban) = shared.bans.lift(net) {
-                shared.log.log(
+            if let Some(ban) = parts.bans.lift(net) {
+                parts.log.log(
                     Record::new(Level::Notice, "Ban lifted")
                         .with("net", net.to_string())
                         .with("reason", ban.reason.as_str())

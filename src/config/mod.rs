@@ -1,8 +1,11 @@
 //! Reading the configuration file: TOML syntax, then the typed sections ([`file`]), then
-//! validation ([`validate`]). Every mistake is reported at once with its file, line and key.
+//! validation ([`validate`]), then the files it names: the lists ([`list_files`]) and the
+//! certificate pair ([`cert`]). Every mistake is reported at once with its file, line and key.
 
+pub mod cert;
 pub mod file;
-pub mod units;
+pub mod list_files;
+pub mod schema;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -10,9 +13,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::lists::{IpList, ListError, TokenList};
+use crate::clock::{Clock, SystemClock};
+use crate::policy::lists::{IpList, ListError, TokenList};
+use list_files::ListFile;
 
-pub use validate::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
+pub use schema::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
 
 /// A configuration as loaded from a file, with what identifies it.
 #[derive(Debug, Clone)]
@@ -28,7 +33,7 @@ pub struct Loaded {
     /// Things that are allowed but probably not meant (printed by `check`, logged on reload).
     pub warnings: Vec<String>,
     /// The HTTPS certificate pair, read and checked, when `tls_listen` is set.
-    pub tls: Option<Arc<crate::tls::CertPair>>,
+    pub tls: Option<Arc<cert::CertPair>>,
 }
 
 /// The lists of `[lists]`, loaded (an unnamed list is empty).
@@ -65,7 +70,7 @@ impl FileStamp {
 /// is unchanged since `previous` read it is shared, not read again: a reload that only touches
 /// the configuration costs nothing for a million-line blocklist, and holds it once in memory.
 pub fn load_lists(
-    paths: &validate::ListPaths,
+    paths: &schema::ListPaths,
     previous: Option<&Lists>,
 ) -> Result<Lists, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -139,13 +144,19 @@ fn list_warnings(lists: &Lists) -> Vec<String> {
         .collect()
 }
 
-/// Reads and validates the file at `path`.
+/// Reads and validates the file at `path` (a certificate pair is checked against the system
+/// clock).
 pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
-    load_with(path, None)
+    load_with(path, None, SystemClock.now().unix())
 }
 
-/// As [`load`], sharing the lists of `previous` whose files are unchanged (for reloads).
-pub fn load_with(path: &Path, previous: Option<&Lists>) -> Result<Loaded, Vec<ConfigError>> {
+/// As [`load`], sharing the lists of `previous` whose files are unchanged (for reloads), and
+/// checking a certificate pair's validity at `now_unix`.
+pub fn load_with(
+    path: &Path,
+    previous: Option<&Lists>,
+    now_unix: i64,
+) -> Result<Loaded, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
             file: path.to_path_buf(),
@@ -154,18 +165,19 @@ pub fn load_with(path: &Path, previous: Option<&Lists>) -> Result<Loaded, Vec<Co
             message: format!("cannot read the configuration file: {e}"),
         }]
     })?;
-    parse_with(&text, path, previous)
+    parse_with(&text, path, previous, now_unix)
 }
 
 /// Validates configuration `text` as if read from `path` (relative paths resolve beside it).
 pub fn parse(text: &str, path: &Path) -> Result<Loaded, Vec<ConfigError>> {
-    parse_with(text, path, None)
+    parse_with(text, path, None, SystemClock.now().unix())
 }
 
 fn parse_with(
     text: &str,
     path: &Path,
     previous: Option<&Lists>,
+    now: i64,
 ) -> Result<Loaded, Vec<ConfigError>> {
     let err = |line: Option<usize>, key: &str, message: String| ConfigError {
         file: path.to_path_buf(),
@@ -221,12 +233,11 @@ fn parse_with(
     };
     // Lists and the certificate pair are read whatever the other's errors: all are reported.
     let lists = load_lists(&config.lists, previous);
-    let now = chrono::Utc::now().timestamp();
     let tls = config
         .server
         .tls
         .as_ref()
-        .map(|t| crate::tls::CertPair::load(&t.cert, &t.key, now).map(Arc::new))
+        .map(|t| cert::CertPair::load(&t.cert, &t.key, now).map(Arc::new))
         .transpose();
     let (lists, tls) = match (lists, tls) {
         (Ok(lists), Ok(tls)) => (lists, tls),
@@ -550,7 +561,7 @@ mod tests {
         assert_eq!(c.sync_interval, std::time::Duration::from_secs(1));
         assert_eq!(c.lease, 10);
         assert_eq!(c.key_prefix, "joinshield");
-        assert!(validate::valid_replica_name(&c.name), "{}", c.name);
+        assert!(schema::valid_replica_name(&c.name), "{}", c.name);
     }
 
     #[test]

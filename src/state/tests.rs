@@ -1223,12 +1223,19 @@ fn on_a_full_256k_tmpfs_bans_are_not_saved_until_space_returns() {
         let _ = f.write_all(b"x");
         let _ = f.sync_all();
     }
-    // A burst that needs new pages (a write into the file's last page could still fit).
+    // A burst that needs new pages (a write into the file's last page could still fit). Its
+    // first record alone is longer than a page: the writer may take the burst in several
+    // batches, and every batch carries the still-pending first record, so none fits.
     let burst: Vec<BanRecord> = (0..64u32)
         .map(|n| {
+            let reason = if n == 0 {
+                "x".repeat(5000)
+            } else {
+                "burst".to_owned()
+            };
             ban(
                 &format!("{}/32", std::net::Ipv4Addr::from(0x0a00_0000 + n)),
-                "burst",
+                &reason,
             )
         })
         .collect();

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use joinshield::standin::{self, StandIn};
+use joinshield::testkit::standin::{self, StandIn};
 use joinshield::Running;
 
 /// A shield and its stand-in upstream.
@@ -211,19 +211,19 @@ pub async fn admin(
 /// Reloads `shield`'s configuration on a blocking thread (it reads files) and fails the test
 /// unless the reload was applied.
 pub async fn reload_applied(shield: &Running) {
-    let shared = shield.shared.clone();
-    let outcome = tokio::task::spawn_blocking(move || joinshield::reload::reload(&shared))
+    let worker = shield.reloader();
+    let outcome = tokio::task::spawn_blocking(move || worker.reload())
         .await
         .unwrap();
     assert!(
-        matches!(outcome, joinshield::reload::Outcome::Applied { .. }),
+        matches!(outcome, joinshield::ReloadOutcome::Applied { .. }),
         "{outcome:?}"
     );
 }
 
 /// Waits until `shield` runs configuration version `v` or later, failing after `within`.
 pub async fn wait_version(shield: &Running, v: u64, within: Duration) {
-    let mut rx = shield.shared.version.subscribe();
+    let mut rx = shield.version();
     tokio::time::timeout(within, rx.wait_for(|n| *n >= v))
         .await
         .unwrap_or_else(|_| panic!("version {v} not reached within {within:?}"))

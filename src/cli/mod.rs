@@ -1,0 +1,14 @@
+//! The commands' shell: what each command does and prints around the shield, for `main.rs`
+//! (which holds only the argument types and the dispatch).
+//!
+//! - [`check`]: validate a configuration and print what it would run with.
+//! - [`run`]: the serving process's signals and messages.
+//! - [`demo`]: the shipped configuration in front of the stand-in.
+//! - [`ctl`]: the admin API's client and what each action prints (and `healthcheck`).
+//! - [`kuma`]: the Uptime Kuma import file.
+
+pub mod check;
+pub mod ctl;
+pub mod demo;
+pub mod kuma;
+pub mod run;

@@ -1,0 +1,125 @@
+//! The denial's log line and its record: what the shield writes and keeps about one of its own
+//! answers, folded per client and reason so a flood makes one line per window.
+
+use http::HeaderValue;
+
+use crate::clock::Now;
+use crate::policy::denial::{retry_after_secs, Denial};
+use crate::telemetry::log::{FoldOutcome, Level, LogHandle, Record, Value};
+use crate::telemetry::recent::{Recent, LISTED_REPEATS};
+
+/// FNV-1a: a short, fixed string (a reason code, a limit name) to 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What a denial's log line says about the request.
+pub struct Seen<'a> {
+    /// The client IP the shield decided on.
+    pub ip: std::net::IpAddr,
+    /// The limiter key of the client (for folding repeats).
+    pub client_key: u64,
+    /// The route class name, on a guest route.
+    pub route: Option<&'a str>,
+    /// The join token, on a guest route.
+    pub token: Option<&'a str>,
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The raw request path (no query: it may carry signatures).
+    pub path: &'a str,
+    /// The request id.
+    pub request_id: &'a HeaderValue,
+}
+
+/// Paths longer than this are cut in log lines (after the token is redacted).
+const MAX_LOGGED_PATH: usize = 512;
+
+/// The message of a denial's log line; `guest` when the request matched a route class.
+pub fn log_message(denial: &Denial, guest: bool) -> &'static str {
+    match denial {
+        // Not a denial of the guest but a failure of the app: its own words, so that
+        // `grep "Join token"` counts only what the shield refused.
+        Denial::UpstreamUnavailable | Denial::UpstreamTimeout => "Upstream request failed",
+        _ if guest => "Join token access denied",
+        _ => "Access denied",
+    }
+}
+
+/// Logs a denial at `now`, folding repeats of one client and reason into one line per 10 s,
+/// and records every one of them, folded or not, in `recent`. `shadow` marks a shadow limit's
+/// would-be denial (the request went through).
+pub fn log_denial(
+    log: &LogHandle,
+    recent: &Recent,
+    keep: usize,
+    denial: &Denial,
+    seen: &Seen<'_>,
+    shadow: bool,
+    now: Now,
+) {
+    let limit = match denial {
+        Denial::RateLimited(e) => Some(e.name.clone()),
+        _ => None,
+    };
+    // The client key is already a keyed hash (a per-process secret): mixing the reason and the
+    // limit's name into it needs no second keyed hash, only distinct values for distinct pairs.
+    let fold_key = {
+        let mut k = seen.client_key ^ fnv1a(denial.code().as_bytes()).rotate_left(17);
+        k ^= u64::from(shadow) << 63;
+        if let Some(l) = &limit {
+            k ^= fnv1a(l.as_bytes()).rotate_left(41);
+        }
+        k
+    };
+    let outcome = log.log_folded(fold_key, now.instant(), || {
+        let mut r = Record::new(Level::Warning, log_message(denial, seen.route.is_some()))
+            .with("reason", denial.code())
+            .with("ip", seen.ip.to_string());
+        if let Some(token) = seen.token {
+            r = r.with("token", Value::token(token, keep));
+        }
+        if let Some(route) = seen.route {
+            r = r.with("route", route);
+        }
+        let path = match seen.token {
+            Some(t) => crate::telemetry::log::redact_path(seen.path, t, keep),
+            None => seen.path.to_string(),
+        };
+        let path = crate::text::truncate_marked(path, MAX_LOGGED_PATH);
+        r = r
+            .with("method", Value::request(seen.method.as_str()))
+            .with("path", Value::request(&path));
+        if let Some(l) = &limit {
+            r = r.with("limit", &**l);
+        }
+        if let Denial::Paused { switch, .. } = denial {
+            r = r.with("switch", &**switch);
+        }
+        if shadow {
+            r = r.with("mode", "shadow");
+        }
+        if let Some(d) = denial.retry_after() {
+            r = r.with("retry_after", retry_after_secs(d));
+        }
+        r.with(
+            "request_id",
+            Value::request_bytes(seen.request_id.as_bytes()),
+        )
+    });
+    let now_ms = now.unix_ms();
+    match outcome {
+        FoldOutcome::Folded { repeats } if repeats > LISTED_REPEATS => {
+            // A flood of one client and reason: counted for the offenders, not listed. One
+            // flooding client would otherwise push everything else out of the ring in seconds.
+            recent.record_unlisted_denial(denial, seen, shadow, keep, now_ms);
+        }
+        FoldOutcome::Folded { .. } => {
+            recent.record_denial(denial, seen, shadow, keep, false, now_ms)
+        }
+        FoldOutcome::Written | FoldOutcome::Unfolded => {
+            recent.record_denial(denial, seen, shadow, keep, true, now_ms)
+        }
+    }
+}

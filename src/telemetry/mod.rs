@@ -1,0 +1,35 @@
+//! What the shield tells about itself: the log ([`log`]), the hot-path counters ([`meters`]),
+//! what happened lately ([`recent`]), the denial's log line ([`denial_line`]) and the state the
+//! alert task reads ([`alerts`]). The request path only adds to these (atomics, one slot
+//! mutex, a bounded queue); everything is read off the request path, by `/metrics`, the admin
+//! views and the alert task.
+
+pub mod alerts;
+pub mod denial_line;
+pub mod log;
+pub mod meters;
+pub mod recent;
+
+/// The telemetry handles the request path and the admin listener hold.
+pub struct Telemetry {
+    /// The log (never blocks).
+    pub log: log::LogHandle,
+    /// Counters that belong to no route (per-route ones live in the snapshot).
+    pub meters: meters::Metrics,
+    /// Recent denials, offenders and request rates (for the admin API).
+    pub recent: recent::Recent,
+    /// When the app last showed it is alive (for `/readyz`).
+    pub liveness: meters::Liveness,
+}
+
+impl Telemetry {
+    /// Fresh counters around `log`.
+    pub fn new(log: log::LogHandle) -> Telemetry {
+        Telemetry {
+            log,
+            meters: meters::Metrics::default(),
+            recent: recent::Recent::default(),
+            liveness: meters::Liveness::default(),
+        }
+    }
+}
