@@ -212,6 +212,8 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
     let bans = Arc::new(load_bans(&config.server.state_file, &log, now.unix()));
     let cluster_settings = config.cluster.clone();
     let connect = config.server.upstream_timeout.min(Duration::from_secs(10));
+    // Read at start, like the listen addresses.
+    let max_connections = config.server.max_connections;
     let snapshot = Snapshot::build(Arc::new(loaded), 1, None, now.unix())?;
     let (snapshots, publisher) = Snapshots::new(snapshot);
     let cluster = cluster_settings.and_then(|settings| {
@@ -242,6 +244,10 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         cluster: cluster.clone(),
         clock: clock.clone(),
         tls_port,
+        door: Arc::new(crate::proxy::door::Door::new(
+            max_connections,
+            telemetry.clone(),
+        )),
     });
     let admin = Arc::new(crate::admin::Parts {
         snapshots: snapshots.clone(),

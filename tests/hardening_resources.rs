@@ -89,8 +89,12 @@ async fn idle_keep_alive_connections_are_closed_after_header_timeout() {
     assert_eq!(good(shield.addr()).await, 200);
 }
 
+/// At `max_connections` the longest idle keep-alive connection is closed to make room: a new
+/// connection is served at once instead of waiting in the backlog behind idle ones.
+/// (This replaced `max_connections_caps_open_connections_and_frees_slots_as_they_close`, which
+/// pinned the old contract: the 21st connection waited until one of 20 idle ones went away.)
 #[tokio::test]
-async fn max_connections_caps_open_connections_and_frees_slots_as_they_close() {
+async fn max_connections_makes_room_by_closing_the_longest_idle_connection() {
     let rec = recorder::spawn(Mode::Answer).await;
     let shield = spawn_shield_at(
         rec.addr,
@@ -107,20 +111,63 @@ async fn max_connections_caps_open_connections_and_frees_slots_as_they_close() {
         assert_eq!(a.status, 200);
         held.push(conn);
     }
-    // The 21st waits in the backlog: it is not served while every slot is taken. (A wait that
-    // runs out proves nothing wrong on a slow machine; an answer here is the failure.)
-    let mut waiting = Conn::open(shield.addr())
-        .await
-        .bound(Duration::from_millis(300));
-    waiting.send(GOOD).await;
-    let early = waiting.answer_or_end().await.map(|a| a.status);
-    assert_eq!(early, Err(End::Open), "served past max_connections");
-    assert_eq!(rec.parsed().len(), 20);
-    // One slot frees: the waiting connection is accepted and answered.
-    drop(held.pop());
-    let mut waiting = waiting.bound(support::client::BOUND);
-    assert_eq!(waiting.answer().await.status, 200);
-    waiting.closed().await;
+    // Every slot is held by an idle connection: the 21st is served all the same ...
+    let mut new = Conn::open(shield.addr()).await;
+    assert_eq!(new.request(GOOD).await.status, 200);
+    new.closed().await;
+    // ... because the first one, idle longest, was closed cleanly to make room.
+    let first = held.remove(0);
+    first.closed().await;
+    // The others are still open and still serve.
+    let mut last = held.pop().unwrap();
+    assert_eq!(last.request(GOOD).await.status, 200);
+    assert_eq!(rec.parsed().len(), 22);
+}
+
+/// With every connection busy (a request in flight on each), none is closed to make room: a
+/// new connection is closed at once, and the requests in flight are answered.
+#[tokio::test]
+async fn at_max_connections_with_none_idle_a_new_connection_is_closed_at_once() {
+    let rec = recorder::spawn(Mode::Hold).await;
+    let shield = spawn_shield_at(
+        rec.addr,
+        "header_timeout = \"60s\"\nmax_connections = 10",
+        "",
+    )
+    .await;
+    let mut busy = Vec::new();
+    for i in 0..10 {
+        let mut conn = Conn::open(shield.addr()).await;
+        conn.send(format!(
+            "GET /held{i} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+        busy.push(conn);
+    }
+    rec.wait_for(10).await;
+    let refused = exchange(shield.addr(), GOOD).await;
+    assert!(refused.answers.is_empty(), "answered past max_connections");
+    assert!(
+        matches!(refused.end, End::Closed | End::Reset),
+        "a refused connection {:?}",
+        refused.end
+    );
+    rec.release();
+    for mut conn in busy {
+        assert_eq!(
+            conn.answer().await.status,
+            200,
+            "a request in flight was cut"
+        );
+        conn.closed().await;
+    }
+    let metrics = shield
+        .shield
+        .metrics_text(joinshield::admin::scrape::Format::Prometheus);
+    assert!(
+        metrics.contains("joinshield_connections_refused_total{reason=\"max\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -99,7 +99,10 @@ async fn forwarded_limited_and_shadow_requests_move_their_series_and_name_no_cli
         ("joinshield_limiter_keys{limit=\"gallery-ip\"}", 1.0),
         ("joinshield_limiter_keys{limit=\"events-trial\"}", 1.0),
         ("joinshield_limiter_evictions_total{limit=\"gallery-ip\"}", 0.0),
-        ("joinshield_limiter_overflow_hits_total{limit=\"gallery-ip\"}", 0.0),
+        // A full table evicts (no shared overflow bucket any more); idle keys are pruned.
+        ("joinshield_limiter_pruned_total{limit=\"gallery-ip\"}", 0.0),
+        ("joinshield_connections_refused_total{reason=\"per_ip\"}", 0.0),
+        ("joinshield_connections_refused_total{reason=\"max\"}", 0.0),
         ("joinshield_bans_active", 0.0),
         ("joinshield_config_version", 1.0),
         ("joinshield_config_reloads_total{result=\"applied\"}", 0.0),

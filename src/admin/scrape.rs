@@ -16,8 +16,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::admin::Parts;
 use crate::telemetry::meters::{
-    load, LATENCY_BOUNDS_US, MODES, REASONS, REFUSED_BY_HTTP, RELOAD_RESULTS, STATUS_CLASSES,
-    UPSTREAM_ERRORS,
+    load, CONNECTION_REFUSALS, LATENCY_BOUNDS_US, LISTENERS, MODES, PROTOCOLS, REASONS,
+    REFUSED_BY_HTTP, RELOAD_RESULTS, STATUS_CLASSES, UPSTREAM_ERRORS,
 };
 
 /// The `Content-Type` of OpenMetrics 1.0 text.
@@ -49,6 +49,7 @@ struct Sample {
     upstream_errors: [u64; 2],
     reloads: [u64; 2],
     refused_by_http: [u64; 3],
+    connections: ConnectionSample,
     bans: usize,
     version: u64,
     lists: [(&'static str, usize); 3],
@@ -57,6 +58,16 @@ struct Sample {
     tls: Option<TlsSample>,
     /// With `[cluster]`: fallback on, errors by kind, replicas alive.
     cluster: Option<(bool, [u64; 3], usize)>,
+}
+
+/// The guest connections' counts, read at scrape time.
+#[derive(Debug)]
+struct ConnectionSample {
+    open: [[u64; PROTOCOLS.len()]; LISTENERS.len()],
+    refused: [u64; CONNECTION_REFUSALS.len()],
+    idle_closed: u64,
+    lingering: u64,
+    linger_skipped: u64,
 }
 
 /// The HTTPS listener's counts and the certificate in force, read at scrape time.
@@ -98,6 +109,16 @@ impl Sample {
             upstream_errors: load(&meters.upstream_errors),
             reloads: load(&meters.reloads),
             refused_by_http: load(&meters.refused_by_http),
+            connections: {
+                let c = &meters.connections;
+                ConnectionSample {
+                    open: std::array::from_fn(|i| load(&c.open[i])),
+                    refused: load(&c.refused),
+                    idle_closed: c.idle_closed.load(Ordering::Relaxed),
+                    lingering: c.lingering.load(Ordering::Relaxed),
+                    linger_skipped: c.linger_skipped.load(Ordering::Relaxed),
+                }
+            },
             bans: shared.defence.bans.len(),
             cluster: shared
                 .cluster
@@ -252,18 +273,56 @@ impl Collector for Sample {
         counters(
             e,
             "joinshield_limiter_evictions",
-            "Idle keys pruned from each limit's table.",
+            "Keys pushed out of each limit's full table (max_keys) to make room for new ones while their bucket was still refilling.",
             self.limits
                 .iter()
                 .map(|l| (vec![("limit", l.limit.as_str())], l.stats.evicted)),
         )?;
         counters(
             e,
-            "joinshield_limiter_overflow_hits",
-            "Requests of untracked keys that found the limit's table full and shared its overflow bucket.",
+            "joinshield_limiter_pruned",
+            "Idle keys (bucket refilled) dropped from each limit's table by the janitor.",
             self.limits
                 .iter()
-                .map(|l| (vec![("limit", l.limit.as_str())], l.stats.overflow_hits)),
+                .map(|l| (vec![("limit", l.limit.as_str())], l.stats.pruned)),
+        )?;
+        gauges(
+            e,
+            "joinshield_connections_open",
+            "Guest connections open, by listener (http, https) and protocol (handshake: TLS not yet done; http1).",
+            LISTENERS.iter().zip(&self.connections.open).flat_map(|(listener, row)| {
+                PROTOCOLS
+                    .iter()
+                    .zip(row)
+                    .map(move |(protocol, n)| (vec![("listener", *listener), ("protocol", *protocol)], *n))
+            }),
+        )?;
+        counters(
+            e,
+            "joinshield_connections_refused",
+            "New guest connections closed at once: per_ip (the client had max_connections_per_ip open), max (max_connections open, none idle to close).",
+            CONNECTION_REFUSALS
+                .iter()
+                .zip(self.connections.refused)
+                .map(|(reason, n)| (vec![("reason", *reason)], n)),
+        )?;
+        counters(
+            e,
+            "joinshield_connections_idle_closed",
+            "Idle keep-alive connections closed to make room for new ones at max_connections.",
+            [(vec![], self.connections.idle_closed)],
+        )?;
+        gauges(
+            e,
+            "joinshield_connections_lingering",
+            "Connections reading and discarding an unread request body after an early answer, before they close.",
+            [(vec![], self.connections.lingering)],
+        )?;
+        counters(
+            e,
+            "joinshield_connections_linger_skipped",
+            "Connections closed without lingering because the lingering bound (a quarter of max_connections) was reached.",
+            [(vec![], self.connections.linger_skipped)],
         )?;
         gauges(
             e,
@@ -455,6 +514,13 @@ mod tests {
             log_dropped: 0,
             alerts: [[0; 3]; 3],
             refused_by_http: [0; 3],
+            connections: ConnectionSample {
+                open: [[0, 2], [1, 3]],
+                refused: [5, 6],
+                idle_closed: 7,
+                lingering: 1,
+                linger_skipped: 0,
+            },
             tls: Some(TlsSample {
                 done: 7,
                 failed: [1, 2, 3, 4],
@@ -505,6 +571,13 @@ mod tests {
             "joinshield_tls_handshake_failures_total{reason=\"not_tls\"} 1",
             "joinshield_tls_handshake_failures_total{reason=\"protocol\"} 4",
             "joinshield_tls_certificate_expiry_timestamp_seconds 1800000000",
+            "joinshield_connections_open{listener=\"http\",protocol=\"http1\"} 2",
+            "joinshield_connections_open{listener=\"https\",protocol=\"handshake\"} 1",
+            "joinshield_connections_open{listener=\"https\",protocol=\"http1\"} 3",
+            "joinshield_connections_refused_total{reason=\"per_ip\"} 5",
+            "joinshield_connections_refused_total{reason=\"max\"} 6",
+            "joinshield_connections_idle_closed_total 7",
+            "joinshield_connections_lingering 1",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

@@ -82,6 +82,23 @@ fn whole(estimate: f64) -> u64 {
 
 /// `/admin/status`: what is loaded, what is paused, how big the lists are, how many bans are
 /// active, and how the app and the shield are doing.
+/// The guest connections: open now, lingering now, refused and closed to make room since
+/// the start.
+fn connections_json(c: &crate::telemetry::meters::ConnectionCounts) -> serde_json::Value {
+    use crate::telemetry::meters::Refusal;
+    use std::sync::atomic::Ordering::Relaxed;
+    let refused = crate::telemetry::meters::load(&c.refused);
+    serde_json::json!({
+        "open": c.open_now(),
+        "lingering": c.lingering.load(Relaxed),
+        "refused": {
+            "per_ip": refused[Refusal::PerIp.index()],
+            "max": refused[Refusal::Max.index()],
+        },
+        "idle_closed": c.idle_closed.load(Relaxed),
+    })
+}
+
 pub(crate) fn status_json(shared: &Parts, now_ms: i64) -> serde_json::Value {
     let snap = shared.snapshots.load();
     let config = &snap.loaded.config;
@@ -125,6 +142,7 @@ pub(crate) fn status_json(shared: &Parts, now_ms: i64) -> serde_json::Value {
             "guest_forwarded": whole(last.guest),
             "guest_errors": whole(last.guest_errors),
         },
+        "connections": connections_json(&shared.telemetry.meters.connections),
         "denials_recorded": shared.telemetry.recent.ring.recorded(),
         "ring_capacity": shared.telemetry.recent.ring.capacity(),
         "cluster": shared.cluster.as_ref().map(|c| c.status_json()),

@@ -58,11 +58,12 @@ pub fn check(path: &std::path::Path) -> ExitCode {
     println!("  listen      {}", c.server.listen);
     println!("  upstream    {}", c.server.upstream.uri);
     println!(
-        "  timeouts    head {}, body stall {}, app {}; at most {} connections",
+        "  timeouts    head {}, body stall {}, app {}; at most {} connections, {} per client",
         crate::units::format_duration(c.server.header_timeout),
         crate::units::format_duration(c.server.body_timeout),
         crate::units::format_duration(c.server.upstream_timeout),
-        c.server.max_connections
+        c.server.max_connections,
+        c.server.max_connections_per_ip
     );
     if let (Some(t), Some(pair)) = (&c.server.tls, &loaded.tls) {
         println!(

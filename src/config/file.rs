@@ -64,6 +64,7 @@ pub struct FileServer {
     pub hsts: Option<Field<String>>,
     pub body_timeout: Option<Field<String>>,
     pub max_connections: Option<Field<i64>>,
+    pub max_connections_per_ip: Option<Field<i64>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -204,6 +204,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Largest `server.max_connections` accepted.
 pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+/// Default of `server.max_connections_per_ip`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
 /// `[server]`
 #[derive(Debug, Clone)]
@@ -223,8 +225,12 @@ pub struct ServerConfig {
     /// The longest a body may stall: a request body the shield waits on, or an answer the
     /// client takes no byte of.
     pub body_timeout: Duration,
-    /// Most guest connections open at once; past it the shield stops accepting until one ends.
+    /// Most guest connections open at once; at it, the longest idle one is closed to make room
+    /// for a new one, and with none idle the new one is closed at once.
     pub max_connections: usize,
+    /// Most guest connections one client (TCP peer; IPv6 per `ipv6_prefix`) has open at once;
+    /// past it a new one is closed at once. Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
     /// Where bans are kept across restarts.
     pub state_file: PathBuf,
     /// HTTPS, when `tls_listen` is set.

@@ -251,6 +251,7 @@ fn validate_server(
                 "hsts",
                 "body_timeout",
                 "max_connections",
+                "max_connections_per_ip",
             ],
         );
     }
@@ -323,6 +324,24 @@ fn validate_server(
                 None
             }
         });
+    let max_connections_per_ip = errors
+        .get(
+            "server.max_connections_per_ip",
+            &s.and_then(|s| s.max_connections_per_ip.clone()),
+            DEFAULT_MAX_CONNECTIONS_PER_IP as i64,
+        )
+        .and_then(|n| match usize::try_from(n) {
+            Ok(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => Some(n),
+            _ => {
+                errors.push(
+                    "server.max_connections_per_ip",
+                    format!(
+                        "{n} is out of range: allow 1 to {MAX_CONNECTIONS_CEILING} connections per client (a browser opens about 6 per site; clients behind one NAT share the count)"
+                    ),
+                );
+                None
+            }
+        });
 
     let state_file = errors
         .get(
@@ -368,6 +387,7 @@ fn validate_server(
         shutdown_grace: shutdown_grace?,
         body_timeout: body_timeout?,
         max_connections: max_connections?,
+        max_connections_per_ip: max_connections_per_ip?,
         state_file: state_file?,
         tls: tls?,
         redirect_https: redirect_https?,

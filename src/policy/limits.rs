@@ -6,9 +6,10 @@
 //!
 //! - a janitor prunes idle keys (a key whose bucket has refilled is indistinguishable from a new
 //!   one, so dropping it changes no decision);
-//! - when the table is full, a key that is not yet tracked shares one overflow bucket with the
-//!   same quota as a single key. A flood of new keys is therefore limited as if it were one
-//!   client, while every client already tracked keeps its exact limit. Overflow hits are counted.
+//! - when the table is full, a new key takes the place of a key whose bucket is nearest to full
+//!   ([`crate::policy::key_table`]: sampled eviction, counted per limit). Two clients never share
+//!   a bucket, so a flood of fresh keys cannot turn the limit against every new client, and a
+//!   client that used up its burst is the last key to go.
 //!
 //! A limiter's state lives outside the configuration: a reload that leaves a limit's key and
 //! quota alone carries the same [`KeyedLimiter`] into the new snapshot, so no bucket refills.
@@ -17,22 +18,17 @@
 //! Redis); the decision only reads how it was settled ([`Settled`]). This module knows nothing
 //! of the cluster.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
-use governor::clock::{Clock, QuantaClock, Reference};
-use governor::nanos::Nanos;
-use governor::state::keyed::ShrinkableKeyedStateStore;
-use governor::state::StateStore;
+use governor::clock::{Clock, QuantaClock};
 use governor::{Quota, RateLimiter};
 
 use crate::policy::classify::ClassId;
 use crate::policy::client_ip::ClientKey;
+use crate::policy::key_table::{KeyTable, SharedTable};
 use crate::policy::rules::ClassMask;
 use crate::units::Rate;
 
@@ -105,7 +101,7 @@ pub fn token_hash(token: &str) -> u64 {
     h.finish()
 }
 
-/// Keys are already keyed hashes: the map needs no second hash.
+/// Keys are already keyed hashes: a map of them needs no second hash.
 #[derive(Default)]
 pub struct PrehashedKey(u64);
 
@@ -124,123 +120,11 @@ impl Hasher for PrehashedKey {
     }
 }
 
-type Map = DashMap<u64, AtomicU64, BuildHasherDefault<PrehashedKey>>;
-
-/// A GCRA state table with a hard cap on its keys.
-pub struct CappedStore {
-    map: Map,
-    len: AtomicUsize,
-    cap: usize,
-    overflow: AtomicU64,
-    overflow_hits: AtomicU64,
-    evicted: AtomicU64,
-}
-
-impl CappedStore {
-    fn new(cap: usize) -> Self {
-        CappedStore {
-            map: Map::default(),
-            len: AtomicUsize::new(0),
-            cap,
-            overflow: AtomicU64::new(0),
-            overflow_hits: AtomicU64::new(0),
-            evicted: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Governor's compare-and-swap step on one stored theoretical arrival time (0 means unset).
-fn measure<T, E>(
-    cell: &AtomicU64,
-    f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-) -> Result<T, E> {
-    let mut prev = cell.load(Ordering::Acquire);
-    loop {
-        let (result, next) = f((prev != 0).then(|| Nanos::new(prev)))?;
-        match cell.compare_exchange_weak(prev, next.as_u64(), Ordering::Release, Ordering::Relaxed)
-        {
-            Ok(_) => return Ok(result),
-            Err(actual) => prev = actual,
-        }
-    }
-}
-
-/// The store as governor holds it; the limiter keeps a second handle for its counters.
-pub struct SharedStore(Arc<CappedStore>);
-
-impl StateStore for SharedStore {
-    type Key = u64;
-
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        self.0.measure_and_replace(key, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<u64> for SharedStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        self.0.retain_recent(drop_below)
-    }
-    fn shrink_to_fit(&self) {
-        self.0.map.shrink_to_fit();
-    }
-    fn len(&self) -> usize {
-        self.0.len.load(Ordering::Relaxed)
-    }
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl CappedStore {
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        if let Some(cell) = self.map.get(key) {
-            return measure(&cell, f);
-        }
-        if self.len.load(Ordering::Relaxed) >= self.cap {
-            self.overflow_hits.fetch_add(1, Ordering::Relaxed);
-            return measure(&self.overflow, f);
-        }
-        match self.map.entry(*key) {
-            Entry::Occupied(cell) => measure(cell.get(), f),
-            Entry::Vacant(slot) => {
-                self.len.fetch_add(1, Ordering::Relaxed);
-                let cell = slot.insert(AtomicU64::new(0));
-                measure(&cell, f)
-            }
-        }
-    }
-}
-
-impl CappedStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        let drop_below = drop_below.as_u64();
-        let mut removed = 0usize;
-        self.map.retain(|_, tat| {
-            let keep = tat.load(Ordering::Relaxed) > drop_below;
-            removed += usize::from(!keep);
-            keep
-        });
-        self.len.fetch_sub(
-            removed.min(self.len.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
-    }
-}
-
 /// A keyed limiter: the quota, its state and its clock.
 pub struct KeyedLimiter<C: Clock = QuantaClock> {
-    limiter: RateLimiter<u64, SharedStore, C, governor::middleware::NoOpMiddleware<C::Instant>>,
-    store: Arc<CappedStore>,
+    limiter: RateLimiter<u64, SharedTable<C>, C, governor::middleware::NoOpMiddleware<C::Instant>>,
+    table: Arc<KeyTable<C>>,
     clock: C,
-    /// The limiter's start (taken just after governor's, so never earlier than it).
-    start: C::Instant,
     /// Sustained rate.
     pub rate: Rate,
     /// Burst.
@@ -254,14 +138,14 @@ impl<C: Clock + Clone> KeyedLimiter<C> {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
-        let store = Arc::new(CappedStore::new(cap.max(1)));
-        let limiter = RateLimiter::new(quota, SharedStore(store.clone()), clock.clone());
-        let start = clock.now();
+        let table = Arc::new(KeyTable::new(cap, clock.clone()));
+        let limiter = RateLimiter::new(quota, SharedTable(table.clone()), clock.clone());
+        // After governor read its start inside `new`: the table's "now" is never ahead of it.
+        table.anchor();
         KeyedLimiter {
             limiter,
-            store,
+            table,
             clock,
-            start,
             rate,
             burst,
         }
@@ -277,25 +161,12 @@ impl<C: Clock + Clone> KeyedLimiter<C> {
 
     /// Drops keys whose bucket has refilled (they would decide exactly as a new key does).
     pub fn prune(&self) {
-        // A key whose theoretical arrival time has passed has a full bucket: exactly a new key.
-        // (governor's own retain_recent keeps keys one emission interval longer than needed.)
-        let now = self.clock.now().duration_since(self.start);
-        self.store.retain_recent(now);
-        // Give memory back once the table has emptied out (after a flood of distinct keys).
-        if self.store.len.load(Ordering::Relaxed) < self.store.cap / 4 {
-            self.limiter.shrink_to_fit();
-        }
+        self.table.prune();
     }
 
     /// Counters for metrics and tests.
     pub fn stats(&self) -> LimiterStats {
-        let store = &self.store;
-        LimiterStats {
-            keys: store.len.load(Ordering::Relaxed),
-            cap: store.cap,
-            overflow_hits: store.overflow_hits.load(Ordering::Relaxed),
-            evicted: store.evicted.load(Ordering::Relaxed),
-        }
+        self.table.stats()
     }
 }
 
@@ -306,23 +177,13 @@ impl<C: Clock> std::fmt::Debug for KeyedLimiter<C> {
             "KeyedLimiter({} burst {}, {} keys)",
             self.rate,
             self.burst,
-            self.store.len.load(Ordering::Relaxed)
+            self.table.len()
         )
     }
 }
 
-/// A limiter's table size and overflow counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimiterStats {
-    /// Keys tracked now.
-    pub keys: usize,
-    /// The cap.
-    pub cap: usize,
-    /// Requests of untracked keys that found the table full.
-    pub overflow_hits: u64,
-    /// Keys pruned since start.
-    pub evicted: u64,
-}
+/// A limiter's table size, evictions and prunes.
+pub type LimiterStats = crate::policy::key_table::TableStats;
 
 /// One configured `[[limit]]`, ready for the request path.
 #[derive(Debug)]
@@ -460,24 +321,39 @@ mod tests {
     }
 
     #[test]
-    fn full_table_shares_one_overflow_bucket_and_tracked_keys_keep_their_limit() {
+    fn a_full_table_evicts_and_every_new_key_gets_its_own_bucket() {
         let (l, _) = limiter(60, 60, 2, 3);
         for k in 0..3 {
             assert!(l.check(k).is_ok());
         }
-        // A flood of new keys: together they get one key's burst.
+        // A flood of new keys: each gets its own burst, none shares another's bucket.
         let passed = (100..1100).filter(|k| l.check(*k).is_ok()).count();
-        assert_eq!(passed, 2);
-        assert_eq!(l.stats().keys, 3);
-        assert_eq!(l.stats().overflow_hits, 1000);
-        // A tracked key still has exactly its own remaining cell.
-        assert!(l.check(0).is_ok());
-        assert!(l.check(0).is_err());
+        assert_eq!(passed, 1000);
+        assert_eq!(l.stats().keys, 3, "the table holds its cap, no more");
+        assert_eq!(l.stats().evicted, 1000);
+        // The last key in has its own bucket: one more cell, then denied.
+        assert!(l.check(1099).is_ok());
+        assert!(l.check(1099).is_err());
+    }
+
+    #[test]
+    fn a_client_that_used_its_burst_outlasts_a_flood_of_fresh_keys() {
+        // One set of 8 slots: the limited client and 7 others, then a flood.
+        let (l, _) = limiter(60, 60, 5, 8);
+        for _ in 0..5 {
+            assert!(l.check(7).is_ok());
+        }
+        assert!(l.check(7).is_err());
+        for k in 1000..2000 {
+            let _ = l.check(k);
+        }
+        // Its bucket is still the emptiest of the set: still limited.
+        assert!(l.check(7).is_err());
     }
 
     #[test]
     fn idle_keys_are_pruned_and_pruning_changes_no_decision() {
-        let (l, clock) = limiter(60, 60, 2, 1000);
+        let (l, clock) = limiter(60, 60, 2, 10_000);
         for k in 0..500 {
             assert!(l.check(k).is_ok());
         }
@@ -492,7 +368,8 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         l.prune();
         assert_eq!(l.stats().keys, 0);
-        assert_eq!(l.stats().evicted, 500);
+        assert_eq!(l.stats().pruned, 500);
+        assert_eq!(l.stats().evicted, 0);
     }
 
     #[test]

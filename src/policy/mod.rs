@@ -9,6 +9,8 @@
 //! - [`bans`]: the ban table (saving it is the background's job).
 //! - [`guessing`]: distinct failed tokens per client and prefix; when to ban.
 //! - [`limits`]: keyed GCRA limits with bounded memory.
+//! - [`key_table`]: a limit's key table (set-associative, evicting when full).
+//! - [`connections`]: open connections per client, for `max_connections_per_ip`.
 //! - [`rules`]: what a snapshot holds for the decision ([`rules::Rules`]).
 //! - [`denial`]: the answer value, [`denial::Denial`].
 //! - [`decide`]: the ordered checks over [`rules::Rules`].
@@ -18,9 +20,11 @@
 pub mod bans;
 pub mod classify;
 pub mod client_ip;
+pub mod connections;
 pub mod decide;
 pub mod denial;
 pub mod guessing;
+pub mod key_table;
 pub mod limits;
 pub mod lists;
 pub mod rules;

@@ -74,8 +74,14 @@ pub(crate) fn finish(
                 observe::failed_token(parts, ctx);
             }
             // A malformed request (no Host, CONNECT) ends its connection too: whatever follows
-            // on it was framed by a client that does not speak HTTP/1.1 as the shield does.
-            let close = unread_body || matches!(denial, Denial::BadRequest(_));
+            // on it was framed by a client that does not speak HTTP/1.1 as the shield does. A
+            // blocklisted or banned client loses its connection after this one answer: what
+            // it pipelined behind it is neither answered nor forwarded.
+            let close = unread_body
+                || matches!(
+                    denial,
+                    Denial::BadRequest(_) | Denial::Blocked | Denial::Banned { .. }
+                );
             respond::denial(&denial, &ctx.request_id, close, ctx.now.unix())
         }
         Outcome::Forwarded(Forwarded::Answered {

@@ -1,26 +1,23 @@
-//! The guest listener: the accept loop (at most `max_connections` open), one task per
-//! connection serving HTTP/1.1 with a header-read timeout and a cap on the head, the TLS
-//! handshake first on the HTTPS listener, and graceful shutdown. Each request goes to
-//! [`crate::proxy::pipeline::answer`]; the service's error type is `Infallible`: every failure
-//! becomes an answer there, never a dropped connection.
+//! The guest listeners' accept loop: every accepted connection goes through the door
+//! ([`crate::proxy::door`]: `max_connections_per_ip`, `max_connections`, idle connections
+//! closed to make room) and, admitted, gets its own task ([`crate::proxy::connection`]);
+//! refused, it is closed at once. The loop never waits for a slot, so a new connection never
+//! sits in the backlog behind idle ones. On shutdown it stops accepting and lets the requests
+//! in flight finish within the configured grace.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
-use crate::proxy::stall::WriteStall;
+use crate::policy::client_ip::{canonical, ClientKey};
+use crate::proxy::connection::{self, Accepted};
+use crate::proxy::door::PerIp;
 use crate::proxy::Parts;
 use crate::shutdown::Shutdown;
-
-/// Largest request head (request line and headers) the shield reads; larger is 431.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+use crate::telemetry::denial_line::{log_connection_refused, log_connections_full};
+use crate::telemetry::meters::{Listener, Protocol, Refusal};
 
 /// What a listener speaks.
 pub(crate) enum Front {
@@ -38,105 +35,102 @@ pub(crate) async fn serve(
     front: Front,
     shutdown: Shutdown,
 ) {
-    let graceful = GracefulShutdown::new();
-    // One slot per open connection: at max_connections the shield stops accepting (new
-    // connections wait in the kernel's backlog) until one ends, instead of running out of
-    // file descriptors. Read at start, like the listen address.
-    let max = parts.snapshots.load().loaded.config.server.max_connections;
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    // Every connection task holds a clone until its requests are done; when all are gone,
+    // `recv` below returns None.
+    let (held, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let (which, tls) = match &front {
+        Front::Plain => (Listener::Http, None),
+        Front::Tls(tls) => (Listener::Https, Some(tls.clone())),
+    };
+    let first = match which {
+        Listener::Http => Protocol::Http1,
+        Listener::Https => Protocol::Handshake,
+    };
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.requested() => break,
         };
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (header_timeout, handshake_timeout, stall) = {
-                        let server = &parts.snapshots.load().loaded.config.server;
-                        let handshake = server.tls.as_ref().map(|t| t.handshake_timeout);
-                        (server.header_timeout, handshake.unwrap_or(Duration::from_secs(10)), server.body_timeout)
-                    };
-                    let watcher = graceful.watcher();
-                    let conn_parts = parts.clone();
-                    let conn = Conn { peer: peer.ip(), header_timeout, stall, watcher, slot };
-                    match &front {
-                        Front::Plain => {
-                            tokio::spawn(serve_connection(conn_parts, false, stream, conn));
-                        }
-                        Front::Tls(tls) => {
-                            let tls = tls.clone();
-                            tokio::spawn(async move {
-                                let counts = &conn_parts.telemetry.meters.tls;
-                                if let Some(stream) = tls.handshake(stream, handshake_timeout, counts).await {
-                                    serve_connection(conn_parts, true, stream, conn).await;
-                                }
-                            });
-                        }
-                    }
-                }
-                Err(_) => {
-                    // Out of file descriptors or similar: back off instead of spinning on accept.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.requested() => break,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(_) => {
+                // Out of file descriptors or similar: back off instead of spinning on accept.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (per_ip, header_timeout, handshake_timeout, stall) = {
+            let snap = parts.snapshots.load();
+            let server = &snap.loaded.config.server;
+            let handshake = server.tls.as_ref().map(|t| t.handshake_timeout);
+            (
+                per_ip(&snap, peer.ip()),
+                server.header_timeout,
+                handshake.unwrap_or(Duration::from_secs(10)),
+                server.body_timeout,
+            )
+        };
+        match parts.door.admit(per_ip, which, first) {
+            Ok(ticket) => {
+                let _ = stream.set_nodelay(true);
+                let accepted = Accepted {
+                    stream,
+                    peer: peer.ip(),
+                    ticket,
+                    header_timeout,
+                    handshake_timeout,
+                    stall,
+                };
+                tokio::spawn(connection::serve(
+                    parts.clone(),
+                    tls.clone(),
+                    accepted,
+                    shutdown.clone(),
+                    held.clone(),
+                ));
+            }
+            Err(refusal) => {
+                // Closed at once, unread: a refused client costs one accept and one close.
+                drop(stream);
+                refused(&parts, refusal, peer.ip(), per_ip);
+            }
         }
     }
     drop(listener);
+    drop(held);
     let grace = parts.snapshots.load().loaded.config.server.shutdown_grace;
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(grace, all_done.recv()).await;
 }
 
-/// What one accepted connection carries into its task.
-struct Conn {
-    peer: IpAddr,
-    header_timeout: Duration,
-    /// How long the client may leave its answer unread (`body_timeout`).
-    stall: Duration,
-    watcher: Watcher,
-    /// Its place among `max_connections`, given back when the connection ends.
-    slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// Serves HTTP/1.1 on one connection (plain or after the TLS handshake) until it closes or a
-/// graceful shutdown ends it.
-async fn serve_connection<T>(parts: Arc<Parts>, https: bool, io: T, conn: Conn)
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let Conn {
-        peer,
-        header_timeout,
-        stall,
-        watcher,
-        slot,
-    } = conn;
-    let counted = parts.clone();
-    let service = service_fn(move |req| {
-        let parts = parts.clone();
-        async move {
-            Ok::<_, Infallible>(crate::proxy::pipeline::answer(&parts, peer, https, req).await)
-        }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        // max_buf_size alone only trips when the buffer fills before the head ends, and one
-        // read can overshoot it: a 70 KiB head was served.
-        .max_header_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(WriteStall::new(io, stall)), service);
-    // hyper answers a malformed or oversized head itself, and closes a slow one; the
-    // connection's error is the only trace of those requests.
-    if let Err(e) = watcher.watch(conn).await {
-        counted.telemetry.meters.connection_failed(&e);
+/// The client key and `max_connections_per_ip` of a connection from `peer`; `None` for a
+/// trusted proxy (exempt: its connections carry many clients).
+fn per_ip(snap: &crate::snapshot::Snapshot, peer: IpAddr) -> PerIp {
+    let peer = canonical(peer);
+    if snap.trusted.contains(peer) {
+        return None;
     }
-    drop(slot);
+    let config = &snap.loaded.config;
+    Some((
+        ClientKey::new(peer, config.client.ipv6_prefix),
+        config.server.max_connections_per_ip,
+    ))
+}
+
+/// Logs a refused connection (counted by the door): folded per client, like denials.
+fn refused(parts: &Parts, refusal: Refusal, peer: IpAddr, per_ip: PerIp) {
+    let now = parts.clock.now().instant();
+    let log = &parts.telemetry.log;
+    match (refusal, per_ip) {
+        (Refusal::PerIp, Some((key, limit))) => log_connection_refused(
+            log,
+            canonical(peer),
+            crate::policy::limits::client_key_hash(key),
+            limit,
+            now,
+        ),
+        (Refusal::PerIp, None) => {}
+        (Refusal::Max, _) => log_connections_full(log, parts.door.max(), now),
+    }
 }
 
 /// Binds a listener, with a message naming the address on failure.

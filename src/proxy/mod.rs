@@ -1,21 +1,26 @@
 //! The request path, in the order one request takes it (`docs/request-path.md` is the map):
 //!
 //! ```text
-//! listener ─ tls ─ request ─ framing ─ redirect ─ settle ─ decide ─ forward ─ finish
-//!  accept    HTTPS  RequestCtx  400/413   308     cluster   policy   the app   meter, record,
-//!                   (once)                                                     log, observe,
-//!                                                                              respond
+//! listener ─ door ─ connection ─ tls ─ request ─ framing ─ redirect ─ settle ─ decide ─ forward ─ finish
+//!  accept   admit   its task     HTTPS  RequestCtx  400/413   308     cluster   policy   the app   meter, record,
+//!          (per IP,  (HTTP/1.1,         (once)                                                     log, observe,
+//!           max)      close, linger)                                                               respond
 //! ```
 //!
-//! [`listener`] accepts and serves HTTP/1.1; [`pipeline`] runs the phases over one
+//! [`listener`] accepts; [`door`] admits or refuses each connection (per client, at the cap,
+//! making room by closing idle ones); [`connection`] serves it (HTTP/1.1) and closes it,
+//! lingering ([`linger`]) after an answer that left bytes unread; [`pipeline`] runs the phases over one
 //! [`request::RequestCtx`], built once per request; every answer, the app's or the shield's,
 //! leaves through [`finish::finish`], which meters, records and logs it exactly once and has
 //! [`respond`] make the shield's own answers. Nothing here is imported from below: the proxy
 //! reads the snapshot, asks the policy, tells the telemetry and, with `[cluster]`, the cluster.
 
+pub(crate) mod connection;
+pub(crate) mod door;
 pub(crate) mod finish;
 pub(crate) mod forward;
 pub(crate) mod framing;
+pub(crate) mod linger;
 pub(crate) mod listener;
 pub(crate) mod observe;
 pub(crate) mod pipeline;
@@ -52,4 +57,6 @@ pub(crate) struct Parts {
     pub clock: SharedClock,
     /// The HTTPS listener's bound port, when there is one (where `redirect_https` points).
     pub tls_port: Option<u16>,
+    /// Admission of guest connections, shared by both listeners.
+    pub door: Arc<door::Door>,
 }

@@ -32,6 +32,11 @@ impl<T> WriteStall<T> {
         }
     }
 
+    /// The stream inside.
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
     /// On `Pending`, arms (or polls) the timer; on anything else, disarms it.
     fn guard<R>(
         &mut self,

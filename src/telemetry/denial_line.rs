@@ -123,3 +123,36 @@ pub fn log_denial(
         }
     }
 }
+
+/// The `reason` of a connection refused because its client had `max_connections_per_ip` open.
+pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+
+/// Logs a new connection of `ip` (limiter key `client_key`) closed at once because the client
+/// already had `limit` open: a WARNING `Access denied` with `"reason":"too_many_connections"`,
+/// folded per client like a denial (one line per 10 s, `"repeated":N`). There was no request,
+/// so there is no route, path or request id.
+pub fn log_connection_refused(
+    log: &LogHandle,
+    ip: std::net::IpAddr,
+    client_key: u64,
+    limit: usize,
+    now: std::time::Instant,
+) {
+    let key = client_key ^ fnv1a(TOO_MANY_CONNECTIONS.as_bytes()).rotate_left(17);
+    log.log_folded(key, now, || {
+        // Not on a guest route (there was no request): SPEC's "a denial elsewhere".
+        Record::new(Level::Warning, "Access denied")
+            .with("reason", TOO_MANY_CONNECTIONS)
+            .with("ip", ip.to_string())
+            .with("max_connections_per_ip", limit as u64)
+    });
+}
+
+/// Logs that `max_connections` were open with none idle to close for a new one (which was
+/// closed at once): a WARNING `Connection limit reached`, one line per 10 s at most with
+/// `"repeated":N`.
+pub fn log_connections_full(log: &LogHandle, max: usize, now: std::time::Instant) {
+    log.log_folded(fnv1a(b"max_connections"), now, || {
+        Record::new(Level::Warning, "Connection limit reached").with("max_connections", max as u64)
+    });
+}

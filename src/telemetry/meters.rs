@@ -66,6 +66,115 @@ pub(crate) const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 /// [`Metrics::connection_failed`] index.
 pub const REFUSED_BY_HTTP: [&str; 3] = ["malformed", "head_too_large", "header_timeout"];
 
+/// The `listener` labels of connection metrics, by [`Listener::index`].
+pub const LISTENERS: [&str; 2] = ["http", "https"];
+
+/// The `protocol` labels of open connections, by [`Protocol::index`]: still in the TLS
+/// handshake, or speaking HTTP/1.1.
+pub const PROTOCOLS: [&str; 2] = ["handshake", "http1"];
+
+/// The `reason` labels of refused connections, by [`Refusal::index`].
+pub const CONNECTION_REFUSALS: [&str; 2] = ["per_ip", "max"];
+
+/// The guest listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `listen`, plain HTTP.
+    Http,
+    /// `tls_listen`, HTTPS.
+    Https,
+}
+
+impl Listener {
+    /// Index into [`LISTENERS`].
+    pub fn index(self) -> usize {
+        match self {
+            Listener::Http => 0,
+            Listener::Https => 1,
+        }
+    }
+}
+
+/// What an open connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Not yet: the TLS handshake is under way.
+    Handshake,
+    /// HTTP/1.1.
+    Http1,
+}
+
+impl Protocol {
+    /// Index into [`PROTOCOLS`].
+    pub fn index(self) -> usize {
+        match self {
+            Protocol::Handshake => 0,
+            Protocol::Http1 => 1,
+        }
+    }
+}
+
+/// Why a new connection was closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its client already had `max_connections_per_ip` open.
+    PerIp,
+    /// `max_connections` were open and none was idle to make room.
+    Max,
+}
+
+impl Refusal {
+    /// Index into [`CONNECTION_REFUSALS`].
+    pub fn index(self) -> usize {
+        match self {
+            Refusal::PerIp => 0,
+            Refusal::Max => 1,
+        }
+    }
+}
+
+/// The guest connections, kept for the life of the process: open ones by listener and
+/// protocol, refusals by reason, idle ones closed to make room, and lingering ones.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    /// Open now, by [`Listener::index`] and [`Protocol::index`].
+    pub(crate) open: [[AtomicU64; PROTOCOLS.len()]; LISTENERS.len()],
+    /// Closed at once when accepted, by [`Refusal::index`].
+    pub(crate) refused: [AtomicU64; CONNECTION_REFUSALS.len()],
+    /// Idle keep-alive connections closed to make room at `max_connections`.
+    pub(crate) idle_closed: AtomicU64,
+    /// Reading and discarding an unread body after an early answer, now.
+    pub(crate) lingering: AtomicU64,
+    /// Closed without lingering because the lingering bound was reached.
+    pub(crate) linger_skipped: AtomicU64,
+}
+
+impl ConnectionCounts {
+    /// Counts a connection opened on `listener`, speaking `protocol`.
+    pub fn opened(&self, listener: Listener, protocol: Protocol) {
+        self.open[listener.index()][protocol.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection of `listener` that spoke `protocol` as closed.
+    pub fn closed(&self, listener: Listener, protocol: Protocol) {
+        self.open[listener.index()][protocol.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a new connection closed at once.
+    pub fn refused(&self, refusal: Refusal) {
+        self.refused[refusal.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now, over every listener and protocol.
+    pub fn open_now(&self) -> u64 {
+        self.open
+            .iter()
+            .flatten()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// The `result` labels of reloads.
 pub(crate) const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
 
@@ -212,6 +321,8 @@ pub struct Metrics {
     pub(crate) refused_by_http: [AtomicU64; 3],
     /// TLS handshakes, completed and failed.
     pub tls: HandshakeCounts,
+    /// Guest connections: open, refused, closed to make room, lingering.
+    pub connections: ConnectionCounts,
 }
 
 impl Metrics {

@@ -468,14 +468,6 @@ impl Uploaded {
         );
         answer
     }
-
-    /// The answer, whole, while the rest of the body may have been refused (a broken pipe or
-    /// a reset while writing). Only for call sites that name the bug they wait for.
-    pub fn answer_tolerating_refused_body(self) -> Answer {
-        self.answer.unwrap_or_else(|b| {
-            panic!("no whole answer to the upload (sent: {:?}): {b}", self.sent)
-        })
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
