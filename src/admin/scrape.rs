@@ -294,6 +294,8 @@ impl Collector for Sample {
                 PROTOCOLS
                     .iter()
                     .zip(row)
+                    // The plain listener has no handshake.
+                    .filter(move |(protocol, _)| !(*listener == "http" && **protocol == "handshake"))
                     .map(move |(protocol, n)| (vec![("listener", *listener), ("protocol", *protocol)], *n))
             }),
         )?;

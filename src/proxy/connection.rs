@@ -81,8 +81,8 @@ pub(crate) struct Accepted {
 
 /// How HTTP serving of a connection ended.
 pub(crate) enum Ended<T> {
-    /// Hyper is done with the stream; `linger` says whether unread bytes may follow the last
-    /// answer.
+    /// Hyper is done with the stream; `linger` says whether unread bytes follow the last
+    /// answer for sure (else only bytes already waiting on the socket make it linger).
     Done { io: T, linger: bool },
     /// The connection failed (reset, timed out, cut off): nothing more to say on it.
     Failed,
@@ -210,11 +210,14 @@ async fn serve_http1<T: GuestIo>(
     if result.is_err() && !refused_head {
         return Ended::Failed;
     }
-    let linger = refused_head || ticket.slot().lingers();
     // The bytes hyper read past the last request (a body, pipelined requests) are dropped
     // with `read_buf`: nothing on this connection is read as a request any more.
-    let io = conn.into_parts().io.into_inner().into_inner();
-    Ended::Done { io, linger }
+    let parts = conn.into_parts();
+    let linger = refused_head || ticket.slot().lingers() || !parts.read_buf.is_empty();
+    Ended::Done {
+        io: parts.io.into_inner().into_inner(),
+        linger,
+    }
 }
 
 /// Whether the shield's answer ends the connection (it set `Connection: close` itself: the
@@ -236,15 +239,23 @@ async fn close<T: GuestIo>(ticket: Ticket, ended: Ended<T>, held: tokio::sync::m
     // The answer is out (hyper flushed it): over TLS close_notify, then FIN.
     let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, io.shutdown()).await;
     drop(held);
-    if !linger {
+    // Draining below TLS: the bytes are discarded, so they need no decrypting.
+    let mut tcp = io.into_tcp();
+    // An answer the app gave before the body was read ends the connection too (hyper does
+    // not read a body nobody asked for): bytes already waiting say the client is sending.
+    if !(linger || pending(&tcp)) {
         return;
     }
     let Some(_lingering) = ticket.door().try_linger() else {
         return;
     };
-    // Draining below TLS: the bytes are discarded, so they need no decrypting.
-    let mut tcp = io.into_tcp();
     let _ = linger::drain(&mut tcp).await;
+}
+
+/// Whether the client has sent bytes nobody read (what is read here is discarded).
+fn pending(tcp: &TcpStream) -> bool {
+    let mut peek = [0u8; 1024];
+    matches!(tcp.try_read(&mut peek), Ok(n) if n > 0)
 }
 
 /// An answer's body that keeps its request in flight until it is done (hyper drops it once

@@ -249,6 +249,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Ends the client's sending side (TCP FIN; over TLS `close_notify` first), as a client
+    /// does that has sent everything; reading goes on.
+    pub async fn finish_sending(&mut self) {
+        let _ = tokio::time::timeout(self.bound, self.stream.shutdown()).await;
+    }
+
     /// Sends `raw` and reads its answer whole.
     pub async fn request(&mut self, raw: impl AsRef<[u8]>) -> Answer {
         self.send(raw).await;

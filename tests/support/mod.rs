@@ -311,6 +311,8 @@ pub async fn ctl(admin_addr: SocketAddr, token: &str, args: &[&str]) -> Ran {
 pub struct Child {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the configuration has `tls_listen`.
+    pub tls_addr: Option<SocketAddr>,
     pub admin: String,
     pub dir: tempfile::TempDir,
 }
@@ -367,8 +369,24 @@ pub fn spawn_binary(
     rest: &str,
     wrapper: &[&str],
 ) -> Child {
+    spawn_binary_with_files(upstream, extra_server, rest, wrapper, &[], &[])
+}
+
+/// As [`spawn_binary`], after writing `files` (name, text) beside the configuration (lists,
+/// certificates), with `env` (name, value) added to the process's environment.
+pub fn spawn_binary_with_files(
+    upstream: SocketAddr,
+    extra_server: &str,
+    rest: &str,
+    wrapper: &[&str],
+    files: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Child {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
     let path = dir.path().join("joinshield.toml");
     std::fs::write(
         &path,
@@ -385,6 +403,7 @@ pub fn spawn_binary(
         None => std::process::Command::new(bin),
     };
     let mut child = cmd
+        .envs(env.iter().copied())
         .arg("run")
         .arg("-c")
         .arg(&path)
@@ -395,19 +414,21 @@ pub fn spawn_binary(
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
     let banner = lines.next().unwrap().unwrap();
-    let addr: SocketAddr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .parse()
-        .unwrap();
+    // "joinshield: serving guests on http://A[ and https://B], admin on http://C"
+    let after = |marker: &str| -> Option<SocketAddr> {
+        let rest = banner.split(marker).nth(1)?;
+        let end = rest.find([',', ' ']).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let addr = after("guests on http://").unwrap_or_else(|| panic!("no address in {banner:?}"));
+    let tls_addr = after(" and https://");
     let admin = banner.rsplit("http://").next().unwrap().trim().to_string();
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
     Child {
         child,
         addr,
+        tls_addr,
         admin,
         dir,
     }
