@@ -521,10 +521,12 @@ async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_flooding_connections_cannot_keep_another_out() {
     let app = standin().await;
-    let child = spawn_binary(
+    let child = spawn_binary_with_files(
         app.addr,
         "header_timeout = \"60s\"\nmax_connections = 400\nmax_connections_per_ip = 32",
-        "",
+        "[lists]\nallowlist = \"allowlist.txt\"\n",
+        &[],
+        &[("allowlist.txt", "127.0.0.4\n")],
         &[],
     );
     // 127.0.0.2 opens 300 idle connections: 32 are kept, the rest closed at once.
@@ -573,6 +575,15 @@ async fn one_address_flooding_connections_cannot_keep_another_out() {
         assert_eq!(a.status, 200);
         proxied.push(c);
     }
+    // So is an allowlisted address (exempt from limits, as on every request).
+    for _ in 0..40 {
+        let mut c = Conn::over(connect_from("127.0.0.4", child.addr).await);
+        let a = c
+            .request("GET /api/v1/events/demo-wedding-2026 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await;
+        assert_eq!(a.status, 200);
+        proxied.push(c);
+    }
     // Logged like a denial, folded: one line for the flood's first 10 s.
     eventually(10, "the refusal was logged", || async {
         log_lines(&child)
@@ -590,14 +601,15 @@ async fn one_address_flooding_connections_cannot_keep_another_out() {
         "{}",
         lines[0]
     );
-    // The flood's 32 and the proxy's 40 (the others closed; /metrics is the admin listener).
-    eventually(10, "72 guest connections open", || async {
+    // The flood's 32, the proxy's and the allowlisted address's 40 each (the others closed;
+    // /metrics is the admin listener).
+    eventually(10, "112 guest connections open", || async {
         metric(
             &child,
             "joinshield_connections_open{listener=\"http\",protocol=\"http1\"}",
         )
         .await
-            == Some(72.0)
+            == Some(112.0)
     })
     .await;
     drop(flood);

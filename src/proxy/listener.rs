@@ -64,7 +64,7 @@ pub(crate) async fn serve(
             let server = &snap.loaded.config.server;
             let handshake = server.tls.as_ref().map(|t| t.handshake_timeout);
             (
-                per_ip(&snap, peer.ip()),
+                per_ip(&snap, peer.ip(), || parts.clock.now().unix()),
                 server.header_timeout,
                 handshake.unwrap_or(Duration::from_secs(10)),
                 server.body_timeout,
@@ -103,10 +103,14 @@ pub(crate) async fn serve(
 }
 
 /// The client key and `max_connections_per_ip` of a connection from `peer`; `None` for a
-/// trusted proxy (exempt: its connections carry many clients).
-fn per_ip(snap: &crate::snapshot::Snapshot, peer: IpAddr) -> PerIp {
+/// trusted proxy (exempt: its connections carry many clients) and for an allowlisted peer
+/// (exempt from limits, as on every request; `now_unix` is read only to look it up).
+fn per_ip(snap: &crate::snapshot::Snapshot, peer: IpAddr, now_unix: impl FnOnce() -> i64) -> PerIp {
     let peer = canonical(peer);
     if snap.trusted.contains(peer) {
+        return None;
+    }
+    if !snap.rules.allowlist.is_empty() && snap.rules.allowlisted(peer, now_unix()) {
         return None;
     }
     let config = &snap.loaded.config;
