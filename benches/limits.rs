@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use joinshield::policy::limits::{token_hash, KeyedLimiter};
+use joinshield::policy::client_ip::ClientKey;
+use joinshield::policy::limits::{client_key_hash, token_hash, KeyedLimiter};
 use joinshield::units::Rate;
 
 struct NaiveBuckets {
@@ -91,11 +92,12 @@ fn bench(c: &mut Criterion) {
     for k in &keys {
         let _ = full.check(token_hash(k));
     }
-    let mut fresh = 0u64;
-    g.bench_function("fresh key, full table (evicts)", |b| {
+    let mut fresh = 0u32;
+    g.bench_function("fresh client, full table (hash + check, evicts)", |b| {
         b.iter(|| {
-            fresh += 1;
-            black_box(full.check(token_hash(black_box(&format!("fresh-{fresh}")))))
+            fresh = fresh.wrapping_add(1);
+            let key = ClientKey::V4(black_box(fresh));
+            black_box(full.check(client_key_hash(key)))
         })
     });
     let mut j = 0usize;
