@@ -1,6 +1,7 @@
 //! `joinshield check`: validates a configuration and the files it names, and prints what it
 //! would run with (or every error, with its file, line and key).
 
+use crate::{complain, say};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
@@ -13,14 +14,14 @@ pub fn load_or_report(path: &std::path::Path) -> Option<Loaded> {
     match config::load(path) {
         Ok(l) => Some(l),
         Err(errors) => {
-            eprintln!(
+            complain!(
                 "joinshield: {} refused ({} error{}):",
                 path.display(),
                 errors.len(),
                 plural(errors.len())
             );
             for e in errors {
-                eprintln!("  {e}");
+                complain!("  {e}");
             }
             None
         }
@@ -54,10 +55,10 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let c = &loaded.config;
-    println!("{}: ok (sha256 {})", path.display(), &loaded.sha256[..16]);
-    println!("  listen      {}", c.server.listen);
-    println!("  upstream    {}", c.server.upstream.uri);
-    println!(
+    say!("{}: ok (sha256 {})", path.display(), &loaded.sha256[..16]);
+    say!("  listen      {}", c.server.listen);
+    say!("  upstream    {}", c.server.upstream.uri);
+    say!(
         "  timeouts    head {}, body stall {}, app {}; at most {} connections",
         crate::units::format_duration(c.server.header_timeout),
         crate::units::format_duration(c.server.body_timeout),
@@ -65,26 +66,26 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         c.server.max_connections
     );
     if let (Some(t), Some(pair)) = (&c.server.tls, &loaded.tls) {
-        println!(
+        say!(
             "  https       {} (handshake timeout {})",
             t.listen,
             crate::units::format_duration(t.handshake_timeout)
         );
-        println!("  tls cert    {}", t.cert.display());
-        println!("  tls key     {}", t.key.display());
-        println!("  certificate {}", pair.describe());
+        say!("  tls cert    {}", t.cert.display());
+        say!("  tls key     {}", t.key.display());
+        say!("  certificate {}", pair.describe());
         if c.server.redirect_https {
-            println!(
+            say!(
                 "  redirect    plain requests get 308 to https (port {})",
                 t.listen.port()
             );
         }
         if let Some(h) = c.server.hsts.as_ref().and_then(|h| h.to_str().ok()) {
-            println!("  hsts        Strict-Transport-Security: {h}");
+            say!("  hsts        Strict-Transport-Security: {h}");
         }
     }
-    println!("  admin       {}", c.admin.listen);
-    println!(
+    say!("  admin       {}", c.admin.listen);
+    say!(
         "  log         {} ({:?}, channel {}, {})",
         if c.log.file == "-" {
             "stdout"
@@ -96,14 +97,14 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         c.log.timezone.iana_name().unwrap_or("UTC")
     );
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
-    println!("  routes      {}", routes.join(", "));
+    say!("  routes      {}", routes.join(", "));
     for l in &c.limits {
         let classes: Vec<&str> = l
             .classes
             .iter()
             .filter_map(|&i| routes.get(i).copied())
             .collect();
-        println!(
+        say!(
             "  limit       {} per {} {} burst {} on {}{}{}{}",
             l.name,
             l.key.as_str(),
@@ -122,7 +123,7 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     for w in &c.switches {
-        println!(
+        say!(
             "  switch      {} {}{}",
             w.name,
             if w.paused { "PAUSED" } else { "off" },
@@ -137,11 +138,11 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         ("revoked", &c.lists.revoked_tokens),
     ] {
         if let Some(p) = path {
-            println!("  {name:<11} {}", p.display());
+            say!("  {name:<11} {}", p.display());
         }
     }
     if let Some(e) = &c.enumeration {
-        println!(
+        say!(
             "  guessing    ban after {} distinct failed tokens ({} per prefix) within {}",
             e.settings.max_failures,
             e.settings.prefix_max_failures,
@@ -150,17 +151,17 @@ pub fn check(path: &std::path::Path) -> ExitCode {
     }
     match &c.alerts {
         // The webhook's path is often its secret (Slack's are): only the host is printed.
-        Some(a) => println!(
+        Some(a) => say!(
             "  alerts      to http://{}/… when {:.0}% of guest requests fail, denials pass {}, or a prefix is banned; each kind at most once per {}",
             a.webhook.authority,
             a.error_rate * 100.0,
             a.denial_rate,
             crate::units::format_duration(a.cooldown)
         ),
-        None => println!("  alerts      off (no [alerts] webhook)"),
+        None => say!("  alerts      off (no [alerts] webhook)"),
     }
     if let Some(k) = &c.cluster {
-        println!(
+        say!(
             "  cluster     replica {} via {} (timeout {}, sync every {}, lease {}, keys {}:*)",
             k.name,
             k.redis_shown(),
@@ -170,16 +171,16 @@ pub fn check(path: &std::path::Path) -> ExitCode {
             k.key_prefix
         );
     }
-    println!("  state file  {}", c.server.state_file.display());
+    say!("  state file  {}", c.server.state_file.display());
     let l = &loaded.lists;
-    println!(
+    say!(
         "  lists       blocklist {} entries, allowlist {}, revoked tokens {}",
         l.blocklist.len(),
         l.allowlist.len(),
         l.revoked.len()
     );
     for w in &loaded.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
     }
     ExitCode::SUCCESS
 }

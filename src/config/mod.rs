@@ -2,6 +2,7 @@
 //! validation ([`validate`]), then the files it names: the lists ([`list_files`]) and the
 //! certificate pair ([`cert`]). Every mistake is reported at once with its file, line and key.
 
+pub mod admin;
 pub mod cert;
 pub mod file;
 pub mod list_files;

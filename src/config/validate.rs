@@ -425,7 +425,10 @@ fn validate_client(
 }
 
 /// `[admin]`: its listener and the variable holding its token.
-fn validate_admin(a: Option<&super::file::FileAdmin>, errors: &mut Errors) -> Option<AdminConfig> {
+pub(crate) fn validate_admin(
+    a: Option<&super::file::FileAdmin>,
+    errors: &mut Errors,
+) -> Option<AdminConfig> {
     if let Some(a) = a {
         errors.unknown("admin", &a.unknown, &["listen", "token_env"]);
     }
