@@ -49,6 +49,14 @@ pub(crate) fn plural(n: usize) -> &'static str {
     }
 }
 
+/// What `check` says of a temporary entry standing in for a permanent one.
+fn stand_in_note(permanent: Option<usize>, what: &str) -> String {
+    match permanent {
+        Some(_) => format!(", standing in for the permanent {what} of that name until then"),
+        None => String::new(),
+    }
+}
+
 /// `joinshield check`: validates `path` and prints what the shield would run with.
 pub fn check(path: &std::path::Path) -> ExitCode {
     let Some(loaded) = load_or_report(path) else {
@@ -98,14 +106,14 @@ pub fn check(path: &std::path::Path) -> ExitCode {
     );
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     say!("  routes      {}", routes.join(", "));
-    for l in &c.limits {
+    for (i, l) in c.limits.iter().enumerate() {
         let classes: Vec<&str> = l
             .classes
             .iter()
             .filter_map(|&i| routes.get(i).copied())
             .collect();
         say!(
-            "  limit       {} per {} {} burst {} on {}{}{}{}",
+            "  limit       {} per {} {} burst {} on {}{}{}{}{}",
             l.name,
             l.key.as_str(),
             l.rate,
@@ -119,17 +127,19 @@ pub fn check(path: &std::path::Path) -> ExitCode {
             if l.shared { " (shared)" } else { "" },
             l.until
                 .map(|u| format!(" until {}", instant(u)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            stand_in_note(config::schema::stands_in_for(&c.limits, i), "limit")
         );
     }
-    for w in &c.switches {
+    for (i, w) in c.switches.iter().enumerate() {
         say!(
-            "  switch      {} {}{}",
+            "  switch      {} {}{}{}",
             w.name,
             if w.paused { "PAUSED" } else { "off" },
             w.until
                 .map(|u| format!(" until {}", instant(u)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            stand_in_note(config::schema::stands_in_for(&c.switches, i), "switch")
         );
     }
     for (name, path) in [

@@ -92,7 +92,10 @@ fn admin_table(text: &str) -> Option<(usize, String)> {
 /// comment allowed), or `None` for any other line.
 fn header_name(line: &str) -> Option<String> {
     let line = line.trim();
-    let line = line.split_once('#').map_or(line, |(before, _)| before).trim();
+    let line = line
+        .split_once('#')
+        .map_or(line, |(before, _)| before)
+        .trim();
     let inner = line
         .strip_prefix("[[")
         .and_then(|l| l.strip_suffix("]]"))

@@ -321,6 +321,7 @@ fn locate(doc: &toml_edit::ImDocument<&str>, path: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units;
 
     fn errors(text: &str) -> Vec<ConfigError> {
         parse(text, Path::new("conf/joinshield.toml"))
@@ -597,6 +598,70 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].key, "cluster.redis");
         assert!(e[0].message.starts_with("missing"));
+    }
+
+    #[test]
+    fn a_temporary_entry_may_share_the_name_of_a_permanent_one_but_no_two_of_a_kind() {
+        let base = "[server]\nupstream = \"http://a:1\"\n";
+        let limit = |until: &str| {
+            format!("[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"60/min\"\n{until}\n")
+        };
+        let switch = |until: &str| {
+            format!(
+                "[[switch]]\nname = \"maintenance\"\nroutes = [\"*\"]\npaused = true\n{until}\n"
+            )
+        };
+        let temporary = "until = \"2026-11-28T06:00:00Z\"";
+        let ok = parse(
+            &format!(
+                "{base}{}{}{}{}",
+                limit(""),
+                limit(temporary),
+                switch(temporary),
+                switch("")
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let c = &ok.config;
+        assert_eq!(schema::stand_in_of(&c.limits, 0), Some(1));
+        assert_eq!(schema::stands_in_for(&c.limits, 1), Some(0));
+        assert_eq!(schema::checking_order(&c.limits), [1, 0]);
+        assert_eq!(schema::stands_in_for(&c.switches, 0), Some(1));
+        // In force: the stand-in until its instant, the permanent one from then on.
+        let until = units::parse_instant("2026-11-28T06:00:00Z").unwrap();
+        assert!(schema::in_force(&c.limits, 1, until - 1));
+        assert!(!schema::in_force(&c.limits, 0, until - 1));
+        assert!(!schema::in_force(&c.limits, 1, until));
+        assert!(schema::in_force(&c.limits, 0, until));
+
+        for (what, twice, kind) in [
+            (
+                "limit",
+                format!("{}{}", limit(temporary), limit(temporary)),
+                "two temporary",
+            ),
+            (
+                "limit",
+                format!("{}{}", limit(""), limit("")),
+                "two permanent",
+            ),
+            (
+                "switch",
+                format!("{}{}", switch(temporary), switch(temporary)),
+                "two temporary",
+            ),
+            (
+                "switch",
+                format!("{}{}", switch(""), switch("")),
+                "two permanent",
+            ),
+        ] {
+            let e = errors(&format!("{base}{twice}"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].key, format!("{what}[1].name"), "{e:?}");
+            assert!(e[0].message.contains(kind), "{}", e[0].message);
+        }
     }
 
     #[test]
