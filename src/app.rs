@@ -252,6 +252,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         cluster: cluster.clone(),
         clock: clock.clone(),
         tls_port,
+        throttle: crate::admin::throttle::Throttle::new(),
     });
     let watched = Watched::now(&snapshots);
     let mut tasks = vec![

@@ -49,6 +49,37 @@ pub(crate) fn plural(n: usize) -> &'static str {
     }
 }
 
+/// The shortest admin token `check` accepts without a warning.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Warnings about the admin API: a short token (`token`, the value of the variable
+/// `token_env` names where `check` runs, if set), a listener reachable from public networks.
+pub fn admin_warnings(admin: &crate::config::AdminConfig, token: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        let n = t.chars().count();
+        if n < MIN_TOKEN_CHARS {
+            out.push(format!(
+                "the admin token in ${} has {n} character{}: use at least {MIN_TOKEN_CHARS} random ones (e.g. openssl rand -hex 16)",
+                admin.token_env,
+                plural(n)
+            ));
+        }
+    }
+    let ip = crate::policy::client_ip::canonical(admin.listen.ip());
+    let private = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    };
+    if !private {
+        out.push(format!(
+            "admin.listen {} is not a loopback or private address: the admin API (and /metrics) can be reached from any network that address is on; listen on 127.0.0.1 or a private address, or firewall the port",
+            admin.listen
+        ));
+    }
+    out
+}
+
 /// What `check` says of a temporary entry standing in for a permanent one.
 fn stand_in_note(permanent: Option<usize>, what: &str) -> String {
     match permanent {
@@ -189,8 +220,37 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         l.allowlist.len(),
         l.revoked.len()
     );
-    for w in &loaded.warnings {
+    for w in loaded.warnings.iter().cloned().chain(admin_warnings(
+        &c.admin,
+        std::env::var(&c.admin.token_env).ok().as_deref(),
+    )) {
         say!("warning: {w}");
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(listen: &str) -> crate::config::AdminConfig {
+        crate::config::AdminConfig {
+            listen: listen.parse().unwrap(),
+            token_env: "JOINSHIELD_ADMIN_TOKEN".into(),
+        }
+    }
+
+    #[test]
+    fn a_short_token_and_a_public_admin_listener_are_warned_about() {
+        assert!(admin_warnings(&admin("127.0.0.1:9901"), None).is_empty());
+        assert!(admin_warnings(&admin("10.1.2.3:9901"), Some("0123456789abcdef")).is_empty());
+        assert!(admin_warnings(&admin("[fd00::1]:9901"), None).is_empty());
+        let w = admin_warnings(&admin("127.0.0.1:9901"), Some("x"));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("has 1 character:"), "{w:?}");
+        for public in ["0.0.0.0:9901", "[::]:9901", "203.0.113.1:9901"] {
+            let w = admin_warnings(&admin(public), None);
+            assert!(w[0].contains("not a loopback or private address"), "{w:?}");
+        }
+    }
 }

@@ -217,13 +217,18 @@ fn parse_with(
                     .as_ref()
                     .and_then(|d| locate(d, &key))
                     .map(|at| line_of(text, at));
-                err(line, &key, message)
+                err(line, &named_key(&file, &key), message)
             })
             .collect();
         if out.is_empty() {
             out.push(err(None, "", "the configuration is incomplete".into()));
         }
-        return Err(out);
+        // The list files are read too, so one run of `check` reports every mistake.
+        let mut ignored = validate::Errors::default();
+        if let Some(paths) = validate::validate_lists(file.lists.as_ref(), &base, &mut ignored) {
+            out.extend(load_lists(&paths, None).err().into_iter().flatten());
+        }
+        return Err(sorted(out));
     }
     let Some(config) = config else {
         return Err(vec![err(
@@ -243,12 +248,14 @@ fn parse_with(
     let (lists, tls) = match (lists, tls) {
         (Ok(lists), Ok(tls)) => (lists, tls),
         (lists, tls) => {
-            return Err(lists
-                .err()
-                .into_iter()
-                .flatten()
-                .chain(tls.err().into_iter().flatten())
-                .collect())
+            return Err(sorted(
+                lists
+                    .err()
+                    .into_iter()
+                    .flatten()
+                    .chain(tls.err().into_iter().flatten())
+                    .collect(),
+            ))
         }
     };
     let mut warnings = list_warnings(&lists);
@@ -262,6 +269,56 @@ fn parse_with(
         warnings,
         tls,
     })
+}
+
+/// Errors in the order a reader fixes them: file by file (the configuration first, then the
+/// files it names, in the order it names them), each by line (those without a line last).
+fn sorted(errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in &errors {
+        if !files.contains(&e.file) {
+            files.push(e.file.clone());
+        }
+    }
+    let mut keyed: Vec<(usize, ConfigError)> = errors
+        .into_iter()
+        .map(|e| (files.iter().position(|f| *f == e.file).unwrap_or(0), e))
+        .collect();
+    // Stable: errors of one line keep the order they were found in.
+    keyed.sort_by_key(|(file, e)| (*file, e.line.is_none(), e.line));
+    keyed.into_iter().map(|(_, e)| e).collect()
+}
+
+/// A key like `limit[0].rate` named by its entry's `name` (`limit "guest-ip" rate`), as people
+/// know their entries; an entry without a usable name keeps its index.
+fn named_key(file: &file::FileConfig, key: &str) -> String {
+    let name_of = |kind: &str, i: usize| -> Option<String> {
+        let field = match kind {
+            "limit" => file.limit.as_ref()?.get(i)?.name.as_ref(),
+            "switch" => file.switch.as_ref()?.get(i)?.name.as_ref(),
+            "route" => file.route.as_ref()?.get(i)?.name.as_ref(),
+            _ => None,
+        }?;
+        field
+            .0
+            .as_ref()
+            .ok()
+            .filter(|n| validate::valid_name(n))
+            .cloned()
+    };
+    let Some((head, rest)) = key.split_once('[') else {
+        return key.to_string();
+    };
+    let Some((index, tail)) = rest.split_once(']') else {
+        return key.to_string();
+    };
+    let Some(name) = index.parse().ok().and_then(|i| name_of(head, i)) else {
+        return key.to_string();
+    };
+    match tail.strip_prefix('.') {
+        Some(field) => format!("{head} {name:?} {field}"),
+        None => format!("{head} {name:?}{tail}"),
+    }
 }
 
 /// 1-based line of byte offset `at`.
@@ -370,7 +427,7 @@ mod tests {
             ("client.trusted_proxies[0]", 9),
             ("client.trusted_proxies[1]", 9),
             ("log.timezone", 12),
-            ("route[0].paths", 16),
+            ("route \"x\" paths", 16),
             ("bogus", 18),
         ] {
             assert!(
@@ -543,7 +600,7 @@ mod tests {
             "[server]\nupstream = \"http://a:1\"\n{LIMIT_SHARED}"
         ));
         assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].key, "limit[0].shared");
+        assert_eq!(e[0].key, "limit \"guest-ip\" shared");
         assert_eq!(e[0].line, Some(8));
         assert!(e[0].message.contains("[cluster]"), "{}", e[0].message);
     }
@@ -659,7 +716,12 @@ mod tests {
         ] {
             let e = errors(&format!("{base}{twice}"));
             assert_eq!(e.len(), 1, "{e:?}");
-            assert_eq!(e[0].key, format!("{what}[1].name"), "{e:?}");
+            let name = if what == "limit" {
+                "guest-ip"
+            } else {
+                "maintenance"
+            };
+            assert_eq!(e[0].key, format!("{what} {name:?} name"), "{e:?}");
             assert!(e[0].message.contains(kind), "{}", e[0].message);
         }
     }

@@ -883,7 +883,7 @@ pub(crate) fn parse_hsts(text: &str) -> Result<Option<http::HeaderValue>, String
         .map_err(|_| format!("{text:?} is not a header value: {fix}"))
 }
 
-fn validate_lists(
+pub(crate) fn validate_lists(
     l: Option<&super::file::FileLists>,
     base: &Path,
     errors: &mut Errors,
