@@ -256,6 +256,8 @@ async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
         banner.as_deref(),
     );
     while signals.next().await == Asked::Reload {
+        // Folded repeats are written before the reload, so its lines follow them.
+        running.flush_folds();
         running.reload_logged();
     }
     cli::run::stopping();
