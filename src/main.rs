@@ -165,6 +165,10 @@ enum CtlAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo { .. }) {
+        // Before the runtime's threads exist: the demo puts its admin token in the environment.
+        cli::demo::admin_token();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

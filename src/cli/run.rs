@@ -57,6 +57,12 @@ pub fn announce(
             .unwrap_or_default(),
     );
     if let Some(b) = banner {
+        // The addresses really bound (a taken port moved to a free one).
+        let https = https.map(|a| format!("localhost:{}", a.port()));
+        let b = b
+            .replace("{shield}", &guests.to_string())
+            .replace("{https}", https.as_deref().unwrap_or("(no https)"))
+            .replace("{admin}", &admin.to_string());
         note!("{b}");
     }
 }
