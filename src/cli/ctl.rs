@@ -368,13 +368,19 @@ fn print_human(action: &Action, body: &str, now: i64) {
             }
         }
         Action::Bans => print_bans(&v, now),
-        Action::Ban { .. } => {
+        Action::Ban {
+            duration: asked, ..
+        } => {
             let b = &v["ban"];
             let until = b["until"].as_i64().unwrap_or_default();
+            // The length asked for (the shield accepted it); the time left would already be
+            // a second short.
+            let length = crate::units::parse_duration(asked)
+                .map(|d| duration(d.as_secs()))
+                .unwrap_or_else(|_| asked.clone());
             say!(
-                "Banned {} for {}, until {} UTC ({}).",
+                "Banned {} for {length}, until {} UTC ({}).",
                 b["net"].as_str().unwrap_or_default(),
-                duration(until.saturating_sub(now).max(0).unsigned_abs()),
                 time(until),
                 b["reason"].as_str().unwrap_or_default()
             );
