@@ -427,7 +427,7 @@ fn print_bans(v: &serde_json::Value, now: i64) {
             b["reason"].as_str().unwrap_or_default().to_string(),
         ]);
     }
-    t.print(2);
+    t.print(0);
 }
 
 /// A share as a percentage, or `-` when there was nothing to share.
