@@ -88,6 +88,8 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // The counts of fold windows still open are written before the log closes.
+        self.telemetry.log.flush_folds(self.clock.now().instant());
         let log = self.log;
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
@@ -98,6 +100,12 @@ impl Running {
         // The fold sweep writes summaries of ended windows; then the queue is flushed.
         handle.sweep_folds(self.clock.now().instant());
         let _ = tokio::task::spawn_blocking(move || handle.flush_blocking()).await;
+    }
+
+    /// Writes the counts of every fold window still open now (`"repeated":N`), as a stop
+    /// does; the binary does it on SIGHUP before reloading.
+    pub fn flush_folds(&self) {
+        self.telemetry.log.flush_folds(self.clock.now().instant());
     }
 
     /// A sender that stops the shield when `true` is sent.
@@ -258,6 +266,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         cluster: cluster.clone(),
         clock: clock.clone(),
         tls_port,
+        throttle: crate::admin::throttle::Throttle::new(),
     });
     let watched = Watched::now(&snapshots);
     let mut tasks = vec![

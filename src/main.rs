@@ -53,7 +53,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         tls_listen: SocketAddr,
     },
-    /// Exit 0 when the admin /healthz answers 200.
+    /// Exit 0 when the admin /healthz answers 200 (reads only [admin] of the configuration).
     Healthcheck {
         #[command(flatten)]
         config: ConfigArg,
@@ -61,14 +61,24 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Talk to a running shield's admin API (token from $JOINSHIELD_ADMIN_TOKEN).
+    /// Talk to a running shield's admin API (token from the variable `[admin] token_env` names,
+    /// default $JOINSHIELD_ADMIN_TOKEN). Reads only [admin] of the configuration; -c, --admin
+    /// and --json may stand anywhere on the line.
     Ctl {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// The configuration file (only its [admin] section is read).
+        #[arg(
+            short = 'c',
+            value_name = "FILE",
+            long = "config",
+            env = "JOINSHIELD_CONFIG",
+            default_value = "config/joinshield.toml",
+            global = true
+        )]
+        config: PathBuf,
         /// The admin API's URL, instead of the one in the configuration.
         #[arg(long, global = true)]
         admin: Option<String>,
-        /// Print the API's JSON instead of a table.
+        /// Print the API's JSON (NDJSON for denials) instead of sentences and tables.
         #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
@@ -89,8 +99,8 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Run only the stand-in guest API (for load tests and benchmarks).
-    #[command(hide = true)]
+    /// Run only the built-in stand-in of the guest API (the demo's app; for load tests and
+    /// benchmarks): it answers the playbook's guest routes for the demo tokens.
     Standin {
         /// Where it listens.
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -155,20 +165,24 @@ enum CtlAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo { .. }) {
+        // Before the runtime's threads exist: the demo puts its admin token in the environment.
+        cli::demo::admin_token();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("joinshield: cannot start the runtime: {e}");
+            joinshield::complain!("joinshield: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("joinshield: {e:#}");
+            joinshield::complain!("joinshield: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -197,7 +211,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             admin,
             json,
             action,
-        } => cli::ctl::ctl(&config.path, admin, json, action.into()).await,
+        } => cli::ctl::ctl(&config, admin, json, action.into()).await,
         Command::KumaTemplate {
             base_url,
             event_token,
@@ -215,12 +229,17 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 format!("http://{admin}")
             };
             let template = cli::kuma::template(&base_url, &event_token, &admin)?;
-            println!("{}", serde_json::to_string_pretty(&template)?);
+            joinshield::say!("{}", serde_json::to_string_pretty(&template)?);
+            joinshield::cli::out::flush();
             Ok(ExitCode::SUCCESS)
         }
         Command::Standin { listen } => {
             let standin = joinshield::testkit::standin::spawn(listen, false).await?;
-            eprintln!("stand-in guest API on http://{}", standin.addr);
+            joinshield::complain!(
+                "joinshield: stand-in guest API on http://{}; its join tokens: {}",
+                standin.addr,
+                joinshield::testkit::standin::DEMO_TOKENS.join(", ")
+            );
             tokio::signal::ctrl_c().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -241,6 +260,8 @@ async fn serve(loaded: Loaded, banner: Option<String>) -> Result<ExitCode> {
         banner.as_deref(),
     );
     while signals.next().await == Asked::Reload {
+        // Folded repeats are written before the reload, so its lines follow them.
+        running.flush_folds();
         running.reload_logged();
     }
     cli::run::stopping();

@@ -12,6 +12,7 @@ use arc_swap::{ArcSwap, Guard};
 use tokio::sync::watch;
 
 use crate::cluster::limits::SharedLimit;
+use crate::config::schema::{checking_order, stand_in_of, stands_in_for, LimitSpec};
 use crate::config::Loaded;
 use crate::policy::classify::RouteTable;
 use crate::policy::client_ip::TrustedProxies;
@@ -55,7 +56,9 @@ pub enum BuildError {
 impl Snapshot {
     /// Builds the snapshot for `loaded` as `version`, applied at `now_unix`. Limiters of
     /// `previous` are carried over for every limit whose name, key, quota and cap are unchanged,
-    /// so a reload refills no bucket.
+    /// so a reload refills no bucket. A temporary limit or switch with the name of a permanent
+    /// one is checked in its place until its `until`; the permanent one (and its limiter) stays
+    /// in the snapshot, replaced until then.
     pub fn build(
         loaded: Arc<Loaded>,
         version: u64,
@@ -73,26 +76,13 @@ impl Snapshot {
         })?;
         let trusted = TrustedProxies::new(&config.client.trusted_proxies);
         let mut shared_limits = Vec::with_capacity(config.limits.len());
-        let limits: Vec<LimitRule> = config
-            .limits
-            .iter()
-            .map(|spec| {
-                let carried = previous.and_then(|p| {
-                    let old_spec = p
-                        .loaded
-                        .config
-                        .limits
-                        .iter()
-                        .find(|o| o.name == spec.name)?;
-                    let same = old_spec.key == spec.key
-                        && old_spec.rate == spec.rate
-                        && old_spec.burst == spec.burst
-                        && old_spec.max_keys == spec.max_keys;
-                    let i = p.rules.limits.iter().position(|r| *r.name == spec.name)?;
-                    let rule = p.rules.limits.get(i)?;
-                    let shared = p.shared_limits.get(i).cloned().flatten();
-                    same.then(|| (rule.limiter.clone(), shared))
-                });
+        let specs = &config.limits;
+        let limits: Vec<LimitRule> = checking_order(specs)
+            .into_iter()
+            .map(|i| {
+                let spec = &specs[i];
+                let stands_in = stands_in_for(specs, i).is_some();
+                let carried = previous.and_then(|p| carry(p, spec, stands_in));
                 let (carried, carried_shared) = match carried {
                     Some((l, s)) => (Some(l), s),
                     None => (None, None),
@@ -125,21 +115,28 @@ impl Snapshot {
                     key: spec.key,
                     mode: spec.mode,
                     until: spec.until,
+                    replaced_until: stand_in_of(specs, i).and_then(|t| specs[t].until),
+                    stands_in,
                     limiter,
                     shared: is_shared,
                 }
             })
             .collect();
-        let switches = config
-            .switches
-            .iter()
-            .filter(|s| s.paused)
-            .map(|s| SwitchRule {
-                name: s.name.as_str().into(),
-                message: s.message.as_str().into(),
-                classes: ClassMask::of(&s.classes),
-                until: s.until,
-                retry_after: s.retry_after,
+        let switch_specs = &config.switches;
+        let switches = checking_order(switch_specs)
+            .into_iter()
+            .filter(|&i| switch_specs[i].paused)
+            .map(|i| {
+                let s = &switch_specs[i];
+                SwitchRule {
+                    name: s.name.as_str().into(),
+                    message: s.message.as_str().into(),
+                    classes: ClassMask::of(&s.classes),
+                    until: s.until,
+                    replaced_until: stand_in_of(switch_specs, i)
+                        .and_then(|t| switch_specs[t].until),
+                    retry_after: s.retry_after,
+                }
             })
             .collect();
         let meters = RouteMeters::new(routes.names(), previous.map(|p| &p.meters));
@@ -164,6 +161,38 @@ impl Snapshot {
             loaded,
         })
     }
+}
+
+/// The limiter (and cluster-wide side) of `previous` to carry into a new snapshot for `spec`:
+/// the rule of the same name and the same role (a temporary stand-in, or the entry that owns
+/// the name), when its key, quota and cap are unchanged. A permanent limit keeps its limiter
+/// while a stand-in replaces it, so when the stand-in ends its buckets are as it left them.
+fn carry(
+    previous: &Snapshot,
+    spec: &LimitSpec,
+    stands_in: bool,
+) -> Option<(Arc<KeyedLimiter>, Option<Arc<SharedLimit>>)> {
+    let old_specs = &previous.loaded.config.limits;
+    let old_spec = (0..old_specs.len())
+        .find(|&j| {
+            old_specs[j].name == spec.name && stands_in_for(old_specs, j).is_some() == stands_in
+        })
+        .map(|j| &old_specs[j])?;
+    let same = old_spec.key == spec.key
+        && old_spec.rate == spec.rate
+        && old_spec.burst == spec.burst
+        && old_spec.max_keys == spec.max_keys;
+    if !same {
+        return None;
+    }
+    let i = previous
+        .rules
+        .limits
+        .iter()
+        .position(|r| *r.name == spec.name && r.stands_in == stands_in)?;
+    let rule = previous.rules.limits.get(i)?;
+    let shared = previous.shared_limits.get(i).cloned().flatten();
+    Some((rule.limiter.clone(), shared))
 }
 
 /// The handle to the snapshot in force: every part reads it, one load per use.

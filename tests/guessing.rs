@@ -158,7 +158,9 @@ async fn bans_survive_a_restart_and_can_be_lifted() {
         r#"{"cidr":"192.0.2.1/24","for":"2h"}"#,
     )
     .await;
-    assert_eq!(bad.status, 422);
+    // SPEC section 6: POST /admin/bans refuses with 400 and the reason.
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("host bits"));
 
     // Restart: stop (which saves the state file), then start on the same config.
     let h = h.restart().await;

@@ -258,7 +258,8 @@ async fn a_broken_reload_keeps_the_running_limits() {
     match h.shield.reload() {
         joinshield::ReloadOutcome::Rejected { errors, kept } => {
             assert_eq!(kept, 1);
-            assert_eq!(errors[0].key, "limit[0].rate");
+            // The entry is named by its name (issue 18), not by its index.
+            assert_eq!(errors[0].key, "limit \"guest-ip\" rate");
         }
         other => panic!("{other:?}"),
     }

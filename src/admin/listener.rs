@@ -2,7 +2,8 @@
 //! configuration is loaded and the app accepted a connection in the last 10 s), and the
 //! bearer-protected `/admin/*` API. The bearer token is read from the variable `token_env`
 //! names; unset, `/admin/*` answers 403 (admin actions are off); a wrong or missing token is 401.
-//! Tokens are compared by their sha256 digests, in constant time.
+//! Tokens are compared by their sha256 digests, in constant time; a peer that sent 10 wrong
+//! tokens within a minute gets 429 for a minute ([`super::throttle`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// Answers one admin request.
 async fn handle(
     parts: Arc<Parts>,
+    peer: std::net::IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let shared = &parts;
@@ -55,7 +57,7 @@ async fn handle(
         }
         "/metrics" if get => scrape::respond(shared, req.headers().get(header::ACCEPT)),
         "/healthz" | "/readyz" | "/metrics" => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        path if path.starts_with("/admin/") => match refuse(shared, &req) {
+        path if path.starts_with("/admin/") => match refuse(shared, peer, &req) {
             Some(refusal) => refusal,
             None => admin_api(shared, req).await,
         },
@@ -78,9 +80,25 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
 
-/// Checks the bearer token: the refusal to send (403 when admin actions are off, 401 when the
-/// token is wrong), or `None` when the request may go on.
-fn refuse(shared: &Parts, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+/// Checks the bearer token: the refusal to send (429 while the peer is blocked for wrong
+/// tokens, 403 when admin actions are off, 401 when the token is wrong), or `None` when the
+/// request may go on.
+fn refuse(
+    shared: &Parts,
+    peer: std::net::IpAddr,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let now_ms = shared.clock.now().unix_ms();
+    if let Some(left_ms) = shared.throttle.blocked(peer, now_ms) {
+        let secs = u64::try_from(left_ms.max(1)).unwrap_or(1).div_ceil(1000);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("too many wrong tokens from {peer}: the admin API answers again in {secs} s"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Some(r);
+    }
     let var = shared
         .snapshots
         .load()
@@ -107,6 +125,7 @@ fn refuse(shared: &Parts, req: &Request<Incoming>) -> Option<Response<Full<Bytes
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         return None;
     }
+    shared.throttle.failed(peer, now_ms);
     let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -241,26 +260,35 @@ async fn add_ban(shared: &Parts, req: Request<Incoming>) -> Response<Full<Bytes>
         Ok(n) => n,
         Err(e) => {
             return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::BAD_REQUEST,
                 &format!(
                 "expected {{\"cidr\":\"198.51.100.0/24\",\"for\":\"2h\",\"reason\":\"…\"}}: {e}"
             ),
             )
         }
     };
-    let net = match parse_net(&new.cidr) {
+    let net = match parse_net(&new.cidr).and_then(narrow_enough) {
         Ok(n) => n,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let duration = match crate::units::parse_duration(&new.duration) {
+        Ok(d) if d > MAX_BAN => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "\"for\" is {}: a ban lasts at most 365d (the blocklist file is the tool for anything longer)",
+                    crate::units::format_duration(d)
+                ),
+            )
+        }
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {
             return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::BAD_REQUEST,
                 "\"for\" must be longer than zero",
             )
         }
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let reason = if new.reason.trim().is_empty() {
         "manual ban".to_string()
@@ -288,6 +316,28 @@ async fn add_ban(shared: &Parts, req: Request<Incoming>) -> Response<Full<Bytes>
         StatusCode::CREATED,
         serde_json::json!({ "ban": ban }).to_string(),
     )
+}
+
+/// The longest ban `POST /admin/bans` makes.
+pub const MAX_BAN: Duration = Duration::from_secs(365 * 86_400);
+/// The broadest IPv4 network `POST /admin/bans` bans.
+pub const BROADEST_V4: u8 = 8;
+/// The broadest IPv6 network `POST /admin/bans` bans.
+pub const BROADEST_V6: u8 = 32;
+
+/// `net`, unless it is broader than an IPv4 /8 or an IPv6 /32: one typo (`0.0.0.0/0`, `::/0`)
+/// would lock out every guest and the allowlisted monitors too.
+fn narrow_enough(net: ipnet::IpNet) -> Result<ipnet::IpNet, String> {
+    let (broadest, family) = match net {
+        ipnet::IpNet::V4(_) => (BROADEST_V4, "IPv4"),
+        ipnet::IpNet::V6(_) => (BROADEST_V6, "IPv6"),
+    };
+    if net.prefix_len() < broadest {
+        return Err(format!(
+            "{net} is broader than an {family} /{broadest}: such a ban would lock out every guest of it, the monitors too; ban narrower networks, or put it in the blocklist file if you really mean it"
+        ));
+    }
+    Ok(net)
 }
 
 /// An address (a single-client ban) or a network; host bits must be clear.
@@ -328,13 +378,14 @@ pub(crate) async fn serve(listener: TcpListener, parts: Arc<Parts>, shutdown: Sh
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let parts = parts.clone();
+                let peer = crate::policy::client_ip::canonical(peer.ip());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(parts.clone(), req));
+                    let service = service_fn(move |req| handle(parts.clone(), peer, req));
                     let _ = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(10))

@@ -3,6 +3,7 @@
 
 pub(crate) mod listener;
 pub mod scrape;
+pub mod throttle;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -33,4 +34,6 @@ pub(crate) struct Parts {
     pub clock: SharedClock,
     /// The HTTPS listener's port, when there is one (its counters are shown then).
     pub tls_port: Option<u16>,
+    /// Wrong tokens per peer (a peer that sends too many is answered 429 for a while).
+    pub throttle: throttle::Throttle,
 }

@@ -98,7 +98,13 @@ impl Sample {
             .limits
             .iter()
             .map(|l| LimitSample {
-                limit: l.name.to_string(),
+                // A temporary stand-in and the permanent limit it replaces share a name; their
+                // tables are two series.
+                limit: if l.stands_in {
+                    format!("{}:temporary", l.name)
+                } else {
+                    l.name.to_string()
+                },
                 stats: l.limiter.stats(),
             })
             .collect();

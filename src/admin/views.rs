@@ -80,6 +80,77 @@ fn whole(estimate: f64) -> u64 {
     estimate.round() as u64
 }
 
+/// The limits and switches in force at `now_unix` (for `/admin/status`): a temporary one with
+/// its `until` and, when it stands in for a permanent one of its name, that one
+/// (`stands_in_for`); a permanent one replaced by a stand-in, or a temporary one whose time is
+/// up, is not in force and not listed.
+pub(crate) fn in_force_json(
+    config: &crate::config::Config,
+    now_unix: i64,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    use crate::config::schema::{in_force, stands_in_for};
+    let route_names = |classes: &[usize]| -> Vec<&str> {
+        classes
+            .iter()
+            .filter_map(|&c| config.routes.get(c).map(|r| r.name.as_str()))
+            .collect()
+    };
+    let limits = &config.limits;
+    let limits = (0..limits.len())
+        .filter(|&i| in_force(limits, i, now_unix))
+        .map(|i| {
+            let l = &limits[i];
+            let permanent = stands_in_for(limits, i).map(|p| {
+                let p = &limits[p];
+                serde_json::json!({
+                    "key": p.key.as_str(),
+                    "rate": p.rate.to_string(),
+                    "burst": p.burst.get(),
+                    "mode": mode_name(p.mode),
+                    "routes": route_names(&p.classes),
+                })
+            });
+            serde_json::json!({
+                "name": l.name,
+                "key": l.key.as_str(),
+                "rate": l.rate.to_string(),
+                "burst": l.burst.get(),
+                "mode": mode_name(l.mode),
+                "shared": l.shared,
+                "routes": route_names(&l.classes),
+                "until": l.until.map(crate::clock::rfc3339),
+                "stands_in_for": permanent,
+            })
+        })
+        .collect();
+    let switches = &config.switches;
+    let switches = (0..switches.len())
+        .filter(|&i| in_force(switches, i, now_unix))
+        .map(|i| {
+            let w = &switches[i];
+            let permanent = stands_in_for(switches, i).map(|p| {
+                let p = &switches[p];
+                serde_json::json!({ "paused": p.paused, "routes": route_names(&p.classes) })
+            });
+            serde_json::json!({
+                "name": w.name,
+                "paused": w.paused,
+                "routes": route_names(&w.classes),
+                "until": w.until.map(crate::clock::rfc3339),
+                "stands_in_for": permanent,
+            })
+        })
+        .collect();
+    (limits, switches)
+}
+
+fn mode_name(mode: crate::policy::limits::Mode) -> &'static str {
+    match mode {
+        crate::policy::limits::Mode::Enforce => "enforce",
+        crate::policy::limits::Mode::Shadow => "shadow",
+    }
+}
+
 /// `/admin/status`: what is loaded, what is paused, how big the lists are, how many bans are
 /// active, and how the app and the shield are doing.
 /// The guest connections: open now, lingering now, refused and closed to make room since
@@ -103,17 +174,7 @@ pub(crate) fn status_json(shared: &Parts, now_ms: i64) -> serde_json::Value {
     let snap = shared.snapshots.load();
     let config = &snap.loaded.config;
     let now_unix = now_ms.div_euclid(1000);
-    let switches: Vec<serde_json::Value> = config
-        .switches
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "paused": s.paused && s.until.is_none_or(|u| now_unix < u),
-                "until": s.until.map(crate::clock::rfc3339),
-            })
-        })
-        .collect();
+    let (limits, switches) = in_force_json(config, now_unix);
     let lists = &snap.loaded.lists;
     let rate = |minutes: u32| {
         shared
@@ -128,7 +189,13 @@ pub(crate) fn status_json(shared: &Parts, now_ms: i64) -> serde_json::Value {
         "version": snap.version,
         "sha256": snap.loaded.sha256,
         "loaded_at": crate::clock::rfc3339(snap.loaded_at),
+        "limits": limits,
         "switches": switches,
+        "last_rejected": shared.reloader.last_rejected().map(|r| serde_json::json!({
+            "at": crate::clock::rfc3339(r.at),
+            "errors": r.errors,
+            "version": r.version,
+        })),
         "lists": {
             "blocklist": lists.blocklist.len(),
             "allowlist": lists.allowlist.len(),

@@ -1,11 +1,12 @@
 //! Background work off the request path: temporary rules that end (`until`) are logged when they
-//! end, bans are saved to the state file when they changed (atomically, see
+//! end (naming the permanent limit or switch that is back, for a stand-in), bans are saved to the state file when they changed (atomically, see
 //! [`super::state_file`]), and idle keys are pruned from the limiters and the guessing counters.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{rfc3339, SharedClock};
+use crate::config::schema::stands_in_for;
 use crate::defence::Defence;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshots;
@@ -107,25 +108,48 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
                 .with("until", rfc3339(entry.until.unwrap_or_default())),
         );
     }
-    for l in config.limits.iter().filter(|l| ended(l.until)) {
-        log.log(
-            Record::new(Level::Notice, "Temporary rule expired")
-                .with("kind", "limit")
-                .with("name", l.name.as_str())
-                .with("until", rfc3339(l.until.unwrap_or_default())),
-        );
+    let limits = &config.limits;
+    for (i, l) in limits.iter().enumerate().filter(|(_, l)| ended(l.until)) {
+        let mut record = Record::new(Level::Notice, "Temporary rule expired")
+            .with("kind", "limit")
+            .with("name", l.name.as_str())
+            .with("until", rfc3339(l.until.unwrap_or_default()));
+        if let Some(p) = stands_in_for(limits, i).map(|p| &limits[p]) {
+            record = record.with(
+                "back",
+                format!(
+                    "the permanent limit {}: {} per {}, burst {}",
+                    p.name,
+                    p.rate,
+                    p.key.as_str(),
+                    p.burst
+                ),
+            );
+        }
+        log.log(record);
     }
-    for w in config
-        .switches
-        .iter()
-        .filter(|w| w.paused && ended(w.until))
-    {
-        log.log(
-            Record::new(Level::Notice, "Temporary rule expired")
-                .with("kind", "switch")
-                .with("name", w.name.as_str())
-                .with("until", rfc3339(w.until.unwrap_or_default())),
-        );
+    let switches = &config.switches;
+    for (i, w) in switches.iter().enumerate().filter(|(_, w)| ended(w.until)) {
+        let permanent = stands_in_for(switches, i).map(|p| &switches[p]);
+        if !w.paused && permanent.is_none() {
+            // An unpaused temporary switch changed nothing while it lasted.
+            continue;
+        }
+        let mut record = Record::new(Level::Notice, "Temporary rule expired")
+            .with("kind", "switch")
+            .with("name", w.name.as_str())
+            .with("until", rfc3339(w.until.unwrap_or_default()));
+        if let Some(p) = permanent {
+            record = record.with(
+                "back",
+                format!(
+                    "the permanent switch {}: {}",
+                    p.name,
+                    if p.paused { "paused" } else { "off" }
+                ),
+            );
+        }
+        log.log(record);
     }
 }
 

@@ -33,6 +33,17 @@ pub enum Outcome {
     },
 }
 
+/// The last reload that was rejected: when, why, and the version that stayed in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// When (Unix seconds).
+    pub at: i64,
+    /// Every error, as `file:line: key: message`.
+    pub errors: Vec<String>,
+    /// The version that stayed in force.
+    pub version: u64,
+}
+
 /// The one writer of the snapshot: reloads on a signal, a file change or the admin API, one at
 /// a time. Cheap to clone; every clone shares the one [`Publisher`].
 #[derive(Clone)]
@@ -44,6 +55,8 @@ struct Inner {
     snapshots: Arc<Snapshots>,
     telemetry: Arc<Telemetry>,
     clock: SharedClock,
+    /// The last rejected reload, for `/admin/status` (held only to copy in or out).
+    last_rejected: Mutex<Option<Rejection>>,
 }
 
 impl Reloader {
@@ -55,7 +68,18 @@ impl Reloader {
             snapshots,
             telemetry,
             clock,
+            last_rejected: Mutex::new(None),
         }))
+    }
+
+    /// The last reload that was rejected, if any since the start (a later applied reload does
+    /// not clear it: compare its time with the version's load time).
+    pub fn last_rejected(&self) -> Option<Rejection> {
+        self.0
+            .last_rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The snapshots it writes.
@@ -75,6 +99,22 @@ impl Reloader {
 }
 
 fn reload(inner: &Inner) -> Outcome {
+    let outcome = reload_unrecorded(inner);
+    if let Outcome::Rejected { errors, kept } = &outcome {
+        let rejection = Rejection {
+            at: inner.clock.now().unix(),
+            errors: errors.iter().map(ToString::to_string).collect(),
+            version: *kept,
+        };
+        *inner
+            .last_rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(rejection);
+    }
+    outcome
+}
+
+fn reload_unrecorded(inner: &Inner) -> Outcome {
     // One reload at a time, whoever triggered it (signal, file watch, admin). The guard is
     // synchronous and never crosses an await; the publish below is the only write of the
     // snapshot.
@@ -245,37 +285,45 @@ fn limit_changes(
     new: &[crate::config::schema::LimitSpec],
 ) -> Vec<String> {
     let mut out = Vec::new();
+    // A temporary limit may share its name with a permanent one: they are told apart.
+    let same = |o: &crate::config::schema::LimitSpec, n: &crate::config::schema::LimitSpec| {
+        o.name == n.name && o.until.is_some() == n.until.is_some()
+    };
+    let label = |l: &crate::config::schema::LimitSpec| match l.until {
+        Some(u) => format!("{} (temporary, until {})", l.name, crate::clock::rfc3339(u)),
+        None => l.name.clone(),
+    };
     for n in new {
-        match old.iter().find(|o| o.name == n.name) {
+        let name = label(n);
+        match old.iter().find(|o| same(o, n)) {
             None => out.push(format!(
                 "limit {} added ({} burst {})",
-                n.name, n.rate, n.burst
+                name, n.rate, n.burst
             )),
             Some(o) => {
                 if o.rate != n.rate {
-                    out.push(format!("limit {} rate {} -> {}", n.name, o.rate, n.rate));
+                    out.push(format!("limit {} rate {} -> {}", name, o.rate, n.rate));
                 }
                 if o.burst != n.burst {
-                    out.push(format!("limit {} burst {} -> {}", n.name, o.burst, n.burst));
+                    out.push(format!("limit {} burst {} -> {}", name, o.burst, n.burst));
                 }
                 if o.key != n.key {
                     out.push(format!(
                         "limit {} key {} -> {}",
-                        n.name,
+                        name,
                         o.key.as_str(),
                         n.key.as_str()
                     ));
                 }
                 if o.mode != n.mode {
                     out.push(
-                        format!("limit {} mode {:?} -> {:?}", n.name, o.mode, n.mode)
-                            .to_lowercase(),
+                        format!("limit {} mode {:?} -> {:?}", name, o.mode, n.mode).to_lowercase(),
                     );
                 }
                 if o.shared != n.shared {
                     out.push(format!(
                         "limit {} {}",
-                        n.name,
+                        name,
                         if n.shared {
                             "now shared"
                         } else {
@@ -284,17 +332,14 @@ fn limit_changes(
                     ));
                 }
                 if o.classes != n.classes || o.until != n.until || o.max_keys != n.max_keys {
-                    out.push(format!(
-                        "limit {} routes, until or max_keys changed",
-                        n.name
-                    ));
+                    out.push(format!("limit {} routes, until or max_keys changed", name));
                 }
             }
         }
     }
     for o in old {
-        if !new.iter().any(|n| n.name == o.name) {
-            out.push(format!("limit {} removed", o.name));
+        if !new.iter().any(|n| same(o, n)) {
+            out.push(format!("limit {} removed", label(o)));
         }
     }
     out
@@ -356,24 +401,33 @@ fn switch_changes(
     new: &[crate::config::schema::SwitchSpec],
 ) -> Vec<String> {
     let mut out = Vec::new();
+    // A temporary switch may share its name with a permanent one: they are told apart.
+    let same = |o: &crate::config::schema::SwitchSpec, n: &crate::config::schema::SwitchSpec| {
+        o.name == n.name && o.until.is_some() == n.until.is_some()
+    };
+    let label = |w: &crate::config::schema::SwitchSpec| match w.until {
+        Some(u) => format!("{} (temporary, until {})", w.name, crate::clock::rfc3339(u)),
+        None => w.name.clone(),
+    };
     for n in new {
-        let was = old.iter().find(|o| o.name == n.name);
+        let was = old.iter().find(|o| same(o, n));
+        let name = label(n);
         let was_paused = was.is_some_and(|o| o.paused);
         match (was_paused, n.paused) {
-            (false, true) => out.push(format!("switch {} paused", n.name)),
-            (true, false) => out.push(format!("switch {} resumed", n.name)),
+            (false, true) => out.push(format!("switch {name} paused")),
+            (true, false) => out.push(format!("switch {name} resumed")),
             _ => {
                 if was.is_some_and(|o| o != n) {
-                    out.push(format!("switch {} changed", n.name));
+                    out.push(format!("switch {name} changed"));
                 }
             }
         }
     }
     for o in old {
-        if !new.iter().any(|n| n.name == o.name) {
+        if !new.iter().any(|n| same(o, n)) {
             out.push(format!(
                 "switch {} removed{}",
-                o.name,
+                label(o),
                 if o.paused { " (resumed)" } else { "" }
             ));
         }

@@ -1,15 +1,16 @@
 //! `joinshield ctl` and `joinshield healthcheck`: the client side of the admin API (one
 //! HTTP/1.1 request on a fresh connection, bounded in time, with the bearer token) and what each
-//! action prints.
+//! action prints. Only `[admin]` of the configuration is read ([`crate::config::admin`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
-use crate::cli::check::{load_or_error, plural};
-use crate::clock::{rfc3339 as instant, Clock};
+use crate::cli::out::{count, duration, time, time_text, Align::Left, Align::Right, Table};
+use crate::clock::Clock;
+use crate::{complain, say};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -17,12 +18,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
     /// The connection or the exchange failed.
-    #[error("{authority}: {source}")]
+    #[error("{authority}: {error}")]
     Io {
         /// Where.
         authority: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No answer in time.
     #[error("{0}: no answer within 10 s")]
@@ -72,9 +73,9 @@ impl AdminClient {
         path: &str,
         body: Option<&str>,
     ) -> Result<Reply, CtlError> {
-        let io = |source| CtlError::Io {
+        let io = |error| CtlError::Io {
             authority: self.authority.clone(),
-            source,
+            error,
         };
         let exchange = async {
             let mut s = tokio::net::TcpStream::connect(&self.authority)
@@ -147,7 +148,7 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 /// What `joinshield ctl` is asked to do.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Show what is loaded, paused switches, list sizes, bans, error and request rates.
+    /// Show what is loaded, the limits and switches in force, list sizes, bans, rates.
     Status,
     /// Print the recent denials since `since`.
     Denials {
@@ -181,27 +182,71 @@ pub enum Action {
     },
 }
 
-/// The admin API's address: `--admin`, else the configuration's `[admin] listen` (an
-/// unspecified address is reached on loopback).
-pub fn admin_url(path: &Path, admin: Option<String>) -> Result<String> {
+/// The variable the bearer token is read from when the configuration names none.
+pub const DEFAULT_TOKEN_ENV: &str = "JOINSHIELD_ADMIN_TOKEN";
+
+/// Where and how to reach the admin API: its URL and the variable holding the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` or `http://host:port`.
+    pub url: String,
+    /// The variable holding the bearer token (`[admin] token_env`).
+    pub token_env: String,
+}
+
+/// The admin API to call: `--admin`, else `[admin] listen` of the configuration (an unspecified
+/// address is reached on loopback). Only `[admin]` is read, so a broken edit elsewhere in the
+/// file does not take `ctl` and `healthcheck` away.
+pub fn target(path: &Path, admin: Option<String>) -> Result<Target> {
+    let section = crate::config::admin::load_admin(path);
+    let token_env = section
+        .as_ref()
+        .map(|a| a.token_env.clone())
+        .unwrap_or_else(|_| DEFAULT_TOKEN_ENV.to_string());
     if let Some(url) = admin {
-        return Ok(url);
+        return Ok(Target { url, token_env });
     }
-    let loaded = load_or_error(path)?;
-    let mut a = loaded.config.admin.listen;
+    let section = section.map_err(|errs| {
+        anyhow!(
+            "{} (or give the admin API's address with --admin 127.0.0.1:9901)",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let mut a = section.listen;
     if a.ip().is_unspecified() {
-        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        a.set_ip(match a.ip() {
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        });
     }
-    Ok(a.to_string())
+    Ok(Target {
+        url: a.to_string(),
+        token_env,
+    })
+}
+
+/// The admin API's address (see [`target`]).
+pub fn admin_url(path: &Path, admin: Option<String>) -> Result<String> {
+    target(path, admin).map(|t| t.url)
+}
+
+/// The bearer token: the variable `[admin] token_env` names, else `$JOINSHIELD_ADMIN_TOKEN`.
+fn token(target: &Target) -> Option<String> {
+    [target.token_env.as_str(), DEFAULT_TOKEN_ENV]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|t| !t.is_empty()))
 }
 
 /// `joinshield healthcheck`: success when the admin `/healthz` answers 200.
 pub async fn healthcheck(path: &Path, admin: Option<String>) -> Result<ExitCode> {
-    let client = AdminClient::new(&admin_url(path, admin)?, None);
+    let client = AdminClient::new(&target(path, admin)?.url, None);
     match client.call("GET", "/healthz", None).await {
         Ok(r) if r.status == 200 => Ok(ExitCode::SUCCESS),
         Ok(r) => {
-            eprintln!(
+            complain!(
                 "joinshield: {}/healthz answered {}",
                 client.authority(),
                 r.status
@@ -209,21 +254,22 @@ pub async fn healthcheck(path: &Path, admin: Option<String>) -> Result<ExitCode>
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            eprintln!("joinshield: {e}");
+            complain!("joinshield: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-/// `joinshield ctl`: one call to the admin API, printed as a table (or its JSON with `json`).
+/// `joinshield ctl`: one call to the admin API, printed for people (or as the API's JSON with
+/// `json`). A refusal is said on stderr and exits 1.
 pub async fn ctl(
     path: &Path,
     admin: Option<String>,
     json: bool,
     action: Action,
 ) -> Result<ExitCode> {
-    let token = std::env::var("JOINSHIELD_ADMIN_TOKEN").ok();
-    let client = AdminClient::new(&admin_url(path, admin)?, token);
+    let target = target(path, admin)?;
+    let client = AdminClient::new(&target.url, token(&target));
     let encode = |text: &str| -> String {
         percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).collect()
     };
@@ -249,85 +295,139 @@ pub async fn ctl(
             client.call("POST", "/admin/bans", Some(&body)).await?
         }
         Action::Unban { cidr } => {
-            let q: String =
-                percent_encoding::utf8_percent_encode(cidr, percent_encoding::NON_ALPHANUMERIC)
-                    .collect();
-            client
-                .call("DELETE", &format!("/admin/bans?cidr={q}"), None)
-                .await?
+            let path = format!("/admin/bans?cidr={}", encode(cidr));
+            client.call("DELETE", &path, None).await?
         }
     };
-    if json || reply.status >= 400 {
-        println!("{}", reply.body.trim_end());
+    let ok = reply.status < 400;
+    if json {
+        let body = reply.body.trim_end();
+        if !body.is_empty() {
+            say!("{body}");
+        }
+    } else if ok {
+        let now = crate::clock::SystemClock.now().unix();
+        print_human(&action, &reply.body, now);
     } else {
-        print_human(&action, &reply.body);
+        print_refusal(&action, &reply, &target);
     }
-    Ok(if reply.status < 400 {
+    crate::cli::out::flush();
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn print_human(action: &Action, body: &str) {
+/// A refusal of the admin API, in a sentence on stderr (and the reload's errors one a line).
+fn print_refusal(action: &Action, reply: &Reply, target: &Target) {
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+    let said = v["error"]
+        .as_str()
+        .or_else(|| v["error"]["message"].as_str())
+        .unwrap_or(reply.body.trim());
+    match (action, reply.status) {
+        (Action::Reload, 422) => {
+            let errors = v["errors"].as_array().cloned().unwrap_or_default();
+            complain!(
+                "joinshield: reload rejected ({}); version {} stays in force:",
+                count(errors.len(), "error"),
+                v["version"]
+            );
+            for e in errors {
+                complain!("  {}", e.as_str().unwrap_or_default());
+            }
+        }
+        (_, 401) => complain!(
+            "joinshield: the admin API refused the token (401: {said}); set ${} to the shield's admin token",
+            target.token_env
+        ),
+        (_, 403) => complain!("joinshield: admin actions are off on that shield (403: {said})"),
+        (_, 429) => complain!("joinshield: too many wrong tokens from here; the admin API answers again within a minute (429: {said})"),
+        (_, status) => complain!("joinshield: the shield refused ({status}): {said}"),
+    }
+}
+
+fn print_human(action: &Action, body: &str, now: i64) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
     match action {
-        Action::Status => print_status(&v),
+        Action::Status => print_status(&v, now),
         Action::Denials { since } => print_denials(body, since),
         Action::Offenders { .. } => print_offenders(&v),
         Action::Reload => {
-            println!("reloaded: version {}", v["version"]);
-            for c in v["changes"].as_array().into_iter().flatten() {
-                println!("  {}", c.as_str().unwrap_or_default());
+            say!("Reloaded: version {} is in force.", v["version"]);
+            let changes = v["changes"].as_array().cloned().unwrap_or_default();
+            if changes.is_empty() {
+                say!("  no effective change");
+            }
+            for c in changes {
+                say!("  {}", c.as_str().unwrap_or_default());
             }
             for w in v["warnings"].as_array().into_iter().flatten() {
-                println!("  warning: {}", w.as_str().unwrap_or_default());
+                say!("  warning: {}", w.as_str().unwrap_or_default());
             }
         }
-        Action::Bans => {
-            let bans = v["bans"].as_array().cloned().unwrap_or_default();
-            if bans.is_empty() {
-                println!("no active bans");
-                return;
-            }
-            let now = crate::clock::SystemClock.now().unix();
-            println!(
-                "{:<43} {:<9} {:<16} {:>9} {:<20} {:>7}  reason",
-                "network", "source", "origin", "left", "until", "tokens"
-            );
-            for b in bans {
-                let until = b["until"].as_i64().unwrap_or_default();
-                println!(
-                    "{:<43} {:<9} {:<16} {:>9} {:<20} {:>7}  {}",
-                    b["net"].as_str().unwrap_or_default(),
-                    b["source"].as_str().unwrap_or_default(),
-                    b["origin"].as_str().unwrap_or("-"),
-                    crate::units::format_duration(std::time::Duration::from_secs(
-                        until.saturating_sub(now).max(0).unsigned_abs()
-                    )),
-                    instant(until),
-                    b["distinct_tokens"]
-                        .as_u64()
-                        .map(|n| n.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    b["reason"].as_str().unwrap_or_default()
-                );
-            }
-        }
-        Action::Ban { .. } => {
-            println!(
-                "banned {} until {}",
-                v["ban"]["net"].as_str().unwrap_or_default(),
-                instant(v["ban"]["until"].as_i64().unwrap_or_default())
+        Action::Bans => print_bans(&v, now),
+        Action::Ban {
+            duration: asked, ..
+        } => {
+            let b = &v["ban"];
+            let until = b["until"].as_i64().unwrap_or_default();
+            // The length asked for (the shield accepted it); the time left would already be
+            // a second short.
+            let length = crate::units::parse_duration(asked)
+                .map(|d| duration(d.as_secs()))
+                .unwrap_or_else(|_| asked.clone());
+            say!(
+                "Banned {} for {length}, until {} UTC ({}).",
+                b["net"].as_str().unwrap_or_default(),
+                time(until),
+                b["reason"].as_str().unwrap_or_default()
             );
         }
         Action::Unban { .. } => {
-            println!(
-                "lifted the ban of {}",
-                v["lifted"]["net"].as_str().unwrap_or_default()
+            let b = &v["lifted"];
+            say!(
+                "Lifted the ban of {} ({}).",
+                b["net"].as_str().unwrap_or_default(),
+                b["reason"].as_str().unwrap_or_default()
             );
         }
     }
+}
+
+fn print_bans(v: &serde_json::Value, now: i64) {
+    let bans = v["bans"].as_array().cloned().unwrap_or_default();
+    if bans.is_empty() {
+        say!("No active bans.");
+        return;
+    }
+    say!("{} (times in UTC):", count(bans.len(), "active ban"));
+    let mut t = Table::new(&[
+        ("network", Left),
+        ("source", Left),
+        ("origin", Left),
+        ("left", Right),
+        ("until", Left),
+        ("tokens", Right),
+        ("reason", Left),
+    ]);
+    for b in bans {
+        let until = b["until"].as_i64().unwrap_or_default();
+        t.row([
+            b["net"].as_str().unwrap_or_default().to_string(),
+            b["source"].as_str().unwrap_or_default().to_string(),
+            b["origin"].as_str().unwrap_or("-").to_string(),
+            duration(until.saturating_sub(now).max(0).unsigned_abs()),
+            time(until),
+            b["distinct_tokens"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            b["reason"].as_str().unwrap_or_default().to_string(),
+        ]);
+    }
+    t.print(0);
 }
 
 /// A share as a percentage, or `-` when there was nothing to share.
@@ -337,48 +437,120 @@ fn percent(v: &serde_json::Value) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn print_status(v: &serde_json::Value) {
+/// `until` (RFC 3339) as `until 2026-11-27 18:00:00 UTC (in 2h)`.
+fn until_text(until: &serde_json::Value, now: i64) -> String {
+    let Some(text) = until.as_str() else {
+        return String::new();
+    };
+    match text.parse::<jiff::Timestamp>() {
+        Ok(t) => format!(
+            "until {} UTC (in {})",
+            time(t.as_second()),
+            duration(t.as_second().saturating_sub(now).max(0).unsigned_abs())
+        ),
+        Err(_) => format!("until {text}"),
+    }
+}
+
+fn print_status(v: &serde_json::Value, now: i64) {
     let sha = v["sha256"].as_str().unwrap_or_default();
-    println!(
-        "version       {} (sha256 {}, loaded {})",
+    say!(
+        "version       {} (sha256 {}, loaded {} UTC)",
         v["version"],
         sha.get(..16).unwrap_or(sha),
-        v["loaded_at"].as_str().unwrap_or_default()
+        time_text(v["loaded_at"].as_str().unwrap_or_default())
     );
-    let switches: Vec<String> = v["switches"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| {
-            format!(
-                "{} {}{}",
-                w["name"].as_str().unwrap_or_default(),
-                if w["paused"].as_bool().unwrap_or(false) {
-                    "PAUSED"
-                } else {
-                    "off"
-                },
-                w["until"]
-                    .as_str()
-                    .map(|u| format!(" until {u}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    println!(
-        "switches      {}",
-        if switches.is_empty() {
-            "none".to_string()
-        } else {
-            switches.join(", ")
+    let r = &v["last_rejected"];
+    if r.is_object() {
+        let errors = r["errors"].as_array().cloned().unwrap_or_default();
+        say!(
+            "last rejected {} UTC: {}; version {} stayed in force",
+            time_text(r["at"].as_str().unwrap_or_default()),
+            count(errors.len(), "error"),
+            r["version"]
+        );
+        for e in errors {
+            say!("                {}", e.as_str().unwrap_or_default());
         }
-    );
+    }
+    let limits = v["limits"].as_array().cloned().unwrap_or_default();
+    if limits.is_empty() {
+        say!("limits        none");
+    } else {
+        say!("limits        {} in force:", limits.len());
+        let mut t = Table::new(&[
+            ("name", Left),
+            ("per", Left),
+            ("rate", Right),
+            ("burst", Right),
+            ("mode", Left),
+            ("", Left),
+        ]);
+        for l in limits {
+            let mut note = until_text(&l["until"], now);
+            let p = &l["stands_in_for"];
+            if p.is_object() {
+                note.push_str(&format!(
+                    ", standing in for {} burst {} per {}",
+                    p["rate"].as_str().unwrap_or_default(),
+                    p["burst"],
+                    p["key"].as_str().unwrap_or_default()
+                ));
+            }
+            let mut mode = l["mode"].as_str().unwrap_or_default().to_string();
+            if l["shared"].as_bool() == Some(true) {
+                mode.push_str(", shared");
+            }
+            t.row([
+                l["name"].as_str().unwrap_or_default().to_string(),
+                l["key"].as_str().unwrap_or_default().to_string(),
+                l["rate"].as_str().unwrap_or_default().to_string(),
+                l["burst"].to_string(),
+                mode,
+                note,
+            ]);
+        }
+        t.print(14);
+    }
+    let switches = v["switches"].as_array().cloned().unwrap_or_default();
+    if switches.is_empty() {
+        say!("switches      none");
+    } else {
+        say!("switches      {} in force:", switches.len());
+        let mut t = Table::new(&[("name", Left), ("state", Left), ("", Left)]);
+        for w in switches {
+            let mut note = until_text(&w["until"], now);
+            let p = &w["stands_in_for"];
+            if p.is_object() {
+                note.push_str(&format!(
+                    ", standing in for {}",
+                    if p["paused"].as_bool() == Some(true) {
+                        "paused"
+                    } else {
+                        "off"
+                    }
+                ));
+            }
+            t.row([
+                w["name"].as_str().unwrap_or_default().to_string(),
+                if w["paused"].as_bool().unwrap_or(false) {
+                    "PAUSED".to_string()
+                } else {
+                    "off".to_string()
+                },
+                note,
+            ]);
+        }
+        t.print(14);
+    }
     let l = &v["lists"];
-    println!(
+    say!(
         "lists         blocklist {}, allowlist {}, revoked tokens {}",
-        l["blocklist"], l["allowlist"], l["revoked_tokens"]
+        l["blocklist"],
+        l["allowlist"],
+        l["revoked_tokens"]
     );
-    println!("bans          {} active", v["bans"]);
+    say!("bans          {} active", v["bans"]);
     let c = &v["cluster"];
     if c.is_object() {
         let replicas: Vec<&str> = c["replicas"]
@@ -387,8 +559,8 @@ fn print_status(v: &serde_json::Value) {
             .flatten()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        println!(
-            "cluster       replica {} via {}: {} since {}; {} alive: {}",
+        say!(
+            "cluster       replica {} via {}: {} since {} UTC; {} alive: {}",
             c["name"].as_str().unwrap_or_default(),
             c["redis"].as_str().unwrap_or_default(),
             match c["state"].as_str() {
@@ -396,22 +568,25 @@ fn print_status(v: &serde_json::Value) {
                 Some(other) => other,
                 None => "-",
             },
-            c["since"].as_str().unwrap_or_default(),
+            time_text(c["since"].as_str().unwrap_or_default()),
             replicas.len(),
             replicas.join(", ")
         );
     }
     let e = &v["guest_error_rate"];
-    println!(
+    say!(
         "guest errors  {} (1m)  {} (5m)  {} (15m)",
         percent(&e["1m"]),
         percent(&e["5m"]),
         percent(&e["15m"])
     );
     let m = &v["per_minute"];
-    println!(
+    say!(
         "last minute   {} requests, {} denied, {} guest requests forwarded, {} failed",
-        m["requests"], m["denials"], m["guest_forwarded"], m["guest_errors"]
+        m["requests"],
+        m["denials"],
+        m["guest_forwarded"],
+        m["guest_errors"]
     );
 }
 
@@ -421,45 +596,49 @@ fn print_denials(body: &str, since: &str) {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     if lines.is_empty() {
-        println!("no denials in the last {since}");
+        say!("No denials in the last {since}.");
         return;
     }
-    println!(
-        "{:<24} {:<39} {:<6} {:<22} {:<16} {:<12} path",
-        "time", "ip", "method", "reason", "route", "token"
-    );
+    let mut t = Table::new(&[
+        ("time (UTC)", Left),
+        ("ip", Left),
+        ("method", Left),
+        ("reason", Left),
+        ("route", Left),
+        ("token", Left),
+        ("path", Left),
+    ]);
     let field = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or("-").to_string();
     for d in &lines {
         let mut reason = field(d, "reason");
         if let Some(limit) = d["limit"].as_str() {
             reason = format!("{reason} {limit}");
         }
+        if let Some(switch) = d["switch"].as_str() {
+            reason = format!("{reason} {switch}");
+        }
         if d["mode"].as_str() == Some("shadow") {
             reason.push_str(" (shadow)");
         }
-        println!(
-            "{:<24} {:<39} {:<6} {:<22} {:<16} {:<12} {}",
-            field(d, "time"),
+        t.row([
+            time_text(&field(d, "time")),
             field(d, "ip"),
             field(d, "method"),
             reason,
             field(d, "route"),
             field(d, "token"),
-            field(d, "path")
-        );
+            field(d, "path"),
+        ]);
     }
-    println!(
-        "{} denial{} in the last {since}",
-        lines.len(),
-        plural(lines.len())
-    );
+    t.print(0);
+    say!("{} in the last {since}", count(lines.len(), "denial"));
 }
 
 fn print_offenders(v: &serde_json::Value) {
-    println!(
-        "offenders over the last {} minute{} (a count may be over by up to its +N)",
-        v["minutes"],
-        plural(usize::try_from(v["minutes"].as_u64().unwrap_or(0)).unwrap_or(0))
+    let minutes = usize::try_from(v["minutes"].as_u64().unwrap_or(0)).unwrap_or(0);
+    say!(
+        "Offenders over the last {} (a count may be over by up to its +N).",
+        count(minutes, "minute")
     );
     for (kind, title) in [("denials", "denials"), ("failed_tokens", "failed tokens")] {
         for (dim, what) in [
@@ -468,25 +647,32 @@ fn print_offenders(v: &serde_json::Value) {
             ("tokens", "token preview"),
         ] {
             let rows = v[kind][dim].as_array().cloned().unwrap_or_default();
-            println!();
-            println!("{what} by {title}");
+            say!();
+            say!("{what} by {title}");
             if rows.is_empty() {
-                println!("  none");
+                say!("  none");
                 continue;
             }
+            let mut t = Table::new(&[(what, Left), (title, Right), ("", Left)]);
             for (i, r) in rows.iter().enumerate() {
                 let over = r["max_overcount"].as_u64().unwrap_or(0);
-                println!(
-                    "  {:>3}. {:<43} {:>8}{}",
-                    i + 1,
-                    r["key"].as_str().unwrap_or_default(),
-                    r["count"],
+                t.row([
+                    format!(
+                        "{:>3} {}",
+                        format!("{}.", i + 1),
+                        r["key"].as_str().unwrap_or_default()
+                    ),
+                    r["count"].to_string(),
                     if over > 0 {
-                        format!(" (+{over})")
+                        format!("(+{over})")
                     } else {
                         String::new()
-                    }
-                );
+                    },
+                ]);
+            }
+            // The header row is skipped: the title above names the columns.
+            for line in t.render(2).into_iter().skip(1) {
+                say!("{line}");
             }
         }
     }

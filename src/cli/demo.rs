@@ -24,7 +24,23 @@ const SHIPPED: [(&str, &str); 4] = [
     ),
 ];
 
-/// A demo ready to serve: its configuration, the banner to print, its folder, its stand-in.
+/// The demo's admin token: the one already in `$JOINSHIELD_ADMIN_TOKEN`, else a random one
+/// made now and put there, so `ctl` can be tried against the demo (the banner prints it). Call
+/// it before any thread starts: it changes the process environment.
+pub fn admin_token() -> String {
+    const VAR: &str = "JOINSHIELD_ADMIN_TOKEN";
+    if let Some(t) = std::env::var(VAR).ok().filter(|t| !t.is_empty()) {
+        return t;
+    }
+    let bytes: [u8; 16] = rand::random();
+    let token = hex::encode(bytes);
+    std::env::set_var(VAR, &token);
+    token
+}
+
+/// A demo ready to serve: its configuration, the banner to print (`{shield}`, `{https}` and
+/// `{admin}` stand for the addresses it really serves on, filled in once it serves), its
+/// folder, its stand-in.
 pub struct Demo {
     /// The copied shipped configuration, loaded.
     pub loaded: Loaded,
@@ -96,6 +112,8 @@ pub async fn prepare(
     std::fs::write(&path, doc.to_string())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let loaded = load_or_error(&path).context("the shipped configuration is invalid")?;
+    let token_env = loaded.config.admin.token_env.clone();
+    let token = std::env::var(&token_env).unwrap_or_default();
     let t = crate::testkit::standin::DEMO_TOKENS[0];
     let banner = format!(
         "joinshield demo: the shipped configuration in front of a stand-in of the guest API ({})\n\
@@ -107,13 +125,17 @@ pub async fn prepare(
          curl -i -X POST --data-binary @/etc/hostname http://{{shield}}/api/v1/events/{t}/photos\n  \
          curl -s -o /dev/null -w '%{{http_code}}\\n' http://{{shield}}/api/v1/gallery/{t}/download\n  \
          curl -k -i https://{{https}}/api/v1/events/{t}    (HTTPS, a self-signed certificate made at start)\n\
+         The admin API is on http://{{admin}}; its token for this demo is in ${token_env}:\n  \
+         export {token_env}={token}\n  \
+         joinshield ctl --admin http://{{admin}} status\n  \
+         joinshield ctl --admin http://{{admin}} denials --since 15m\n  \
+         joinshield ctl --admin http://{{admin}} ban 203.0.113.7 --for 10m --reason \"demo\"\n  \
+         joinshield ctl -c {config} bans    (ctl reads the admin address from the copied configuration too)\n\
          Press Ctrl-C to stop.",
         standin.addr,
         path.display(),
+        config = path.display(),
     );
-    let banner = banner
-        .replace("{shield}", &shield.to_string())
-        .replace("{https}", &format!("localhost:{}", https.port()));
     Ok(Demo {
         loaded,
         banner,

@@ -11,4 +11,5 @@ pub mod check;
 pub mod ctl;
 pub mod demo;
 pub mod kuma;
+pub mod out;
 pub mod run;

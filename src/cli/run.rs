@@ -1,6 +1,7 @@
 //! `joinshield run`: what the serving process prints and which signals it obeys (SIGHUP
 //! reloads, SIGTERM and SIGINT stop; SIGUSR1 reopens the log, see [`crate::Running`]).
 
+use crate::{complain, note};
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
@@ -49,18 +50,24 @@ pub fn announce(
     admin: SocketAddr,
     banner: Option<&str>,
 ) {
-    eprintln!(
+    complain!(
         "joinshield: serving guests on http://{guests}{}, admin on http://{admin}",
         https
             .map(|a| format!(" and https://{a}"))
             .unwrap_or_default(),
     );
     if let Some(b) = banner {
-        println!("{b}");
+        // The addresses really bound (a taken port moved to a free one).
+        let https = https.map(|a| format!("localhost:{}", a.port()));
+        let b = b
+            .replace("{shield}", &guests.to_string())
+            .replace("{https}", https.as_deref().unwrap_or("(no https)"))
+            .replace("{admin}", &admin.to_string());
+        note!("{b}");
     }
 }
 
 /// The line printed when a stop was asked.
 pub fn stopping() {
-    eprintln!("joinshield: stopping; in-flight requests may finish");
+    complain!("joinshield: stopping; in-flight requests may finish");
 }

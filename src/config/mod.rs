@@ -2,6 +2,7 @@
 //! validation ([`validate`]), then the files it names: the lists ([`list_files`]) and the
 //! certificate pair ([`cert`]). Every mistake is reported at once with its file, line and key.
 
+pub mod admin;
 pub mod cert;
 pub mod file;
 pub mod list_files;
@@ -216,13 +217,18 @@ fn parse_with(
                     .as_ref()
                     .and_then(|d| locate(d, &key))
                     .map(|at| line_of(text, at));
-                err(line, &key, message)
+                err(line, &named_key(&file, &key), message)
             })
             .collect();
         if out.is_empty() {
             out.push(err(None, "", "the configuration is incomplete".into()));
         }
-        return Err(out);
+        // The list files are read too, so one run of `check` reports every mistake.
+        let mut ignored = validate::Errors::default();
+        if let Some(paths) = validate::validate_lists(file.lists.as_ref(), &base, &mut ignored) {
+            out.extend(load_lists(&paths, None).err().into_iter().flatten());
+        }
+        return Err(sorted(out));
     }
     let Some(config) = config else {
         return Err(vec![err(
@@ -242,12 +248,14 @@ fn parse_with(
     let (lists, tls) = match (lists, tls) {
         (Ok(lists), Ok(tls)) => (lists, tls),
         (lists, tls) => {
-            return Err(lists
-                .err()
-                .into_iter()
-                .flatten()
-                .chain(tls.err().into_iter().flatten())
-                .collect())
+            return Err(sorted(
+                lists
+                    .err()
+                    .into_iter()
+                    .flatten()
+                    .chain(tls.err().into_iter().flatten())
+                    .collect(),
+            ))
         }
     };
     let mut warnings = list_warnings(&lists);
@@ -261,6 +269,56 @@ fn parse_with(
         warnings,
         tls,
     })
+}
+
+/// Errors in the order a reader fixes them: file by file (the configuration first, then the
+/// files it names, in the order it names them), each by line (those without a line last).
+fn sorted(errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in &errors {
+        if !files.contains(&e.file) {
+            files.push(e.file.clone());
+        }
+    }
+    let mut keyed: Vec<(usize, ConfigError)> = errors
+        .into_iter()
+        .map(|e| (files.iter().position(|f| *f == e.file).unwrap_or(0), e))
+        .collect();
+    // Stable: errors of one line keep the order they were found in.
+    keyed.sort_by_key(|(file, e)| (*file, e.line.is_none(), e.line));
+    keyed.into_iter().map(|(_, e)| e).collect()
+}
+
+/// A key like `limit[0].rate` named by its entry's `name` (`limit "guest-ip" rate`), as people
+/// know their entries; an entry without a usable name keeps its index.
+fn named_key(file: &file::FileConfig, key: &str) -> String {
+    let name_of = |kind: &str, i: usize| -> Option<String> {
+        let field = match kind {
+            "limit" => file.limit.as_ref()?.get(i)?.name.as_ref(),
+            "switch" => file.switch.as_ref()?.get(i)?.name.as_ref(),
+            "route" => file.route.as_ref()?.get(i)?.name.as_ref(),
+            _ => None,
+        }?;
+        field
+            .0
+            .as_ref()
+            .ok()
+            .filter(|n| validate::valid_name(n))
+            .cloned()
+    };
+    let Some((head, rest)) = key.split_once('[') else {
+        return key.to_string();
+    };
+    let Some((index, tail)) = rest.split_once(']') else {
+        return key.to_string();
+    };
+    let Some(name) = index.parse().ok().and_then(|i| name_of(head, i)) else {
+        return key.to_string();
+    };
+    match tail.strip_prefix('.') {
+        Some(field) => format!("{head} {name:?} {field}"),
+        None => format!("{head} {name:?}{tail}"),
+    }
 }
 
 /// 1-based line of byte offset `at`.
@@ -320,6 +378,7 @@ fn locate(doc: &toml_edit::ImDocument<&str>, path: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units;
 
     fn errors(text: &str) -> Vec<ConfigError> {
         parse(text, Path::new("conf/joinshield.toml"))
@@ -368,7 +427,7 @@ mod tests {
             ("client.trusted_proxies[0]", 9),
             ("client.trusted_proxies[1]", 9),
             ("log.timezone", 12),
-            ("route[0].paths", 16),
+            ("route \"x\" paths", 16),
             ("bogus", 18),
         ] {
             assert!(
@@ -541,7 +600,7 @@ mod tests {
             "[server]\nupstream = \"http://a:1\"\n{LIMIT_SHARED}"
         ));
         assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].key, "limit[0].shared");
+        assert_eq!(e[0].key, "limit \"guest-ip\" shared");
         assert_eq!(e[0].line, Some(8));
         assert!(e[0].message.contains("[cluster]"), "{}", e[0].message);
     }
@@ -596,6 +655,75 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].key, "cluster.redis");
         assert!(e[0].message.starts_with("missing"));
+    }
+
+    #[test]
+    fn a_temporary_entry_may_share_the_name_of_a_permanent_one_but_no_two_of_a_kind() {
+        let base = "[server]\nupstream = \"http://a:1\"\n";
+        let limit = |until: &str| {
+            format!("[[limit]]\nname = \"guest-ip\"\nroutes = [\"*\"]\nkey = \"ip\"\nrate = \"60/min\"\n{until}\n")
+        };
+        let switch = |until: &str| {
+            format!(
+                "[[switch]]\nname = \"maintenance\"\nroutes = [\"*\"]\npaused = true\n{until}\n"
+            )
+        };
+        let temporary = "until = \"2026-11-28T06:00:00Z\"";
+        let ok = parse(
+            &format!(
+                "{base}{}{}{}{}",
+                limit(""),
+                limit(temporary),
+                switch(temporary),
+                switch("")
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let c = &ok.config;
+        assert_eq!(schema::stand_in_of(&c.limits, 0), Some(1));
+        assert_eq!(schema::stands_in_for(&c.limits, 1), Some(0));
+        assert_eq!(schema::checking_order(&c.limits), [1, 0]);
+        assert_eq!(schema::stands_in_for(&c.switches, 0), Some(1));
+        // In force: the stand-in until its instant, the permanent one from then on.
+        let until = units::parse_instant("2026-11-28T06:00:00Z").unwrap();
+        assert!(schema::in_force(&c.limits, 1, until - 1));
+        assert!(!schema::in_force(&c.limits, 0, until - 1));
+        assert!(!schema::in_force(&c.limits, 1, until));
+        assert!(schema::in_force(&c.limits, 0, until));
+
+        for (what, twice, kind) in [
+            (
+                "limit",
+                format!("{}{}", limit(temporary), limit(temporary)),
+                "two temporary",
+            ),
+            (
+                "limit",
+                format!("{}{}", limit(""), limit("")),
+                "two permanent",
+            ),
+            (
+                "switch",
+                format!("{}{}", switch(temporary), switch(temporary)),
+                "two temporary",
+            ),
+            (
+                "switch",
+                format!("{}{}", switch(""), switch("")),
+                "two permanent",
+            ),
+        ] {
+            let e = errors(&format!("{base}{twice}"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            let name = if what == "limit" {
+                "guest-ip"
+            } else {
+                "maintenance"
+            };
+            assert_eq!(e[0].key, format!("{what} {name:?} name"), "{e:?}");
+            assert!(e[0].message.contains(kind), "{}", e[0].message);
+        }
     }
 
     #[test]

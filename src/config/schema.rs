@@ -306,3 +306,81 @@ impl std::fmt::Display for ConfigError {
         write!(f, ": {}", self.message)
     }
 }
+
+/// A `[[limit]]` or `[[switch]]`: named, and temporary when it has an `until`. A temporary
+/// entry with the name of a permanent one stands in for it until then; after it, the permanent
+/// one applies again (its limiter state kept all along). A name may be used once permanent
+/// and once temporary, never twice of one kind.
+pub trait Temporary {
+    /// Its name.
+    fn name(&self) -> &str;
+    /// Unix seconds after which it no longer applies (`None`: permanent).
+    fn until(&self) -> Option<i64>;
+}
+
+impl Temporary for LimitSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn until(&self) -> Option<i64> {
+        self.until
+    }
+}
+
+impl Temporary for SwitchSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn until(&self) -> Option<i64> {
+        self.until
+    }
+}
+
+/// The index of the temporary entry standing in for the permanent `list[i]`, if any.
+pub fn stand_in_of<T: Temporary>(list: &[T], i: usize) -> Option<usize> {
+    let entry = list.get(i)?;
+    if entry.until().is_some() {
+        return None;
+    }
+    list.iter()
+        .position(|t| t.name() == entry.name() && t.until().is_some())
+}
+
+/// The index of the permanent entry the temporary `list[i]` stands in for, if any.
+pub fn stands_in_for<T: Temporary>(list: &[T], i: usize) -> Option<usize> {
+    let entry = list.get(i)?;
+    entry.until()?;
+    list.iter()
+        .position(|p| p.name() == entry.name() && p.until().is_none())
+}
+
+/// Whether `list[i]` is in force at `now_unix`: a temporary entry until its `until`, a
+/// permanent one unless a temporary one stands in for it now.
+pub fn in_force<T: Temporary>(list: &[T], i: usize, now_unix: i64) -> bool {
+    let Some(entry) = list.get(i) else {
+        return false;
+    };
+    match entry.until() {
+        Some(until) => now_unix < until,
+        None => stand_in_of(list, i)
+            .and_then(|t| list[t].until())
+            .is_none_or(|until| now_unix >= until),
+    }
+}
+
+/// The order in which the request path checks `list`: the file's order, with each temporary
+/// stand-in moved to just before the permanent entry it stands in for (so a tightened limit
+/// is checked where the limit it replaces was).
+pub fn checking_order<T: Temporary>(list: &[T]) -> Vec<usize> {
+    let mut order = Vec::with_capacity(list.len());
+    for i in 0..list.len() {
+        if stands_in_for(list, i).is_some() {
+            continue;
+        }
+        if let Some(t) = stand_in_of(list, i) {
+            order.push(t);
+        }
+        order.push(i);
+    }
+    order
+}

@@ -445,7 +445,10 @@ fn validate_client(
 }
 
 /// `[admin]`: its listener and the variable holding its token.
-fn validate_admin(a: Option<&super::file::FileAdmin>, errors: &mut Errors) -> Option<AdminConfig> {
+pub(crate) fn validate_admin(
+    a: Option<&super::file::FileAdmin>,
+    errors: &mut Errors,
+) -> Option<AdminConfig> {
     if let Some(a) = a {
         errors.unknown("admin", &a.unknown, &["listen", "token_env"]);
     }
@@ -900,7 +903,7 @@ pub(crate) fn parse_hsts(text: &str) -> Result<Option<http::HeaderValue>, String
         .map_err(|_| format!("{text:?} is not a header value: {fix}"))
 }
 
-fn validate_lists(
+pub(crate) fn validate_lists(
     l: Option<&super::file::FileLists>,
     base: &Path,
     errors: &mut Errors,
@@ -951,8 +954,11 @@ fn validate_switches(
                 "retry_after",
             ],
         );
+        let temporary = w.until.is_some();
         let name = entry_name(errors, &at, &w.name, "switch", "gallery-downloads", |n| {
-            out.iter().any(|s| s.name == n)
+            out.iter()
+                .any(|s| s.name == n && s.until.is_some() == temporary)
+                .then_some(temporary)
         });
         let classes = required(
             errors,
@@ -1166,8 +1172,11 @@ fn validate_limits(
                 "name", "routes", "key", "rate", "burst", "mode", "until", "shared", "max_keys",
             ],
         );
+        let temporary = l.until.is_some();
         let name = entry_name(errors, &at, &l.name, "limit", "guest-ip", |n| {
-            out.iter().any(|s| s.name == n)
+            out.iter()
+                .any(|s| s.name == n && s.until.is_some() == temporary)
+                .then_some(temporary)
         });
         let classes = required(
             errors,
@@ -1287,14 +1296,16 @@ fn validate_limits(
     ok.then_some(out)
 }
 
-/// The `name` of the entry at `at` (`limit[2]`): required, a valid name, and not `taken`.
+/// The `name` of the entry at `at` (`limit[2]`): required, a valid name, and not `taken`
+/// (which says whether the entry taking it is temporary, for limits and switches, whose
+/// temporary entries may share the name of a permanent one).
 fn entry_name(
     errors: &mut Errors,
     at: &str,
     field: &Option<Field<String>>,
     what: &str,
     example: &str,
-    taken: impl Fn(&str) -> bool,
+    taken: impl Fn(&str) -> Option<bool>,
 ) -> Option<String> {
     let key = format!("{at}.name");
     let name = required(
@@ -1310,11 +1321,17 @@ fn entry_name(
         );
         return None;
     }
-    if taken(&name) {
-        errors.push(
-            key,
-            format!("{name:?} is used twice: give each {what} its own name"),
-        );
+    if let Some(temporary) = taken(&name) {
+        let message = match (what, temporary) {
+            ("limit" | "switch", true) => format!(
+                "{name:?} is used by two temporary entries: keep one (a temporary {what} with until may share the name of one permanent {what}, which it stands in for until then)"
+            ),
+            ("limit" | "switch", false) => format!(
+                "{name:?} is used by two permanent entries: give each {what} its own name (to change one for a while, add until = \"…\" to the second: it then stands in for the first until that instant)"
+            ),
+            _ => format!("{name:?} is used twice: give each {what} its own name"),
+        };
+        errors.push(key, message);
         return None;
     }
     Some(name)
@@ -1346,7 +1363,10 @@ fn validate_routes(list: &[super::file::FileRoute], errors: &mut Errors) -> Opti
         let at = format!("route[{i}]");
         errors.unknown(&at, &r.unknown, &["name", "methods", "paths"]);
         let name = entry_name(errors, &at, &r.name, "route class", "gallery", |n| {
-            specs.iter().any(|s: &RouteSpec| s.name == n)
+            specs
+                .iter()
+                .any(|s: &RouteSpec| s.name == n)
+                .then_some(false)
         });
         let methods = errors.get(
             &format!("{at}.methods"),

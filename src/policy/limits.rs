@@ -198,6 +198,11 @@ pub struct LimitRule {
     pub mode: Mode,
     /// Unix seconds after which it no longer applies.
     pub until: Option<i64>,
+    /// For a permanent limit a temporary one stands in for: Unix seconds until which it is
+    /// replaced (it applies again from then, with the state its limiter kept).
+    pub replaced_until: Option<i64>,
+    /// Whether it is a temporary limit standing in for a permanent one of its name.
+    pub stands_in: bool,
     /// The limiter (carried across reloads when key and quota are unchanged). For a shared
     /// limit it decides while the cluster link is in fallback.
     pub limiter: Arc<KeyedLimiter>,
@@ -208,7 +213,9 @@ pub struct LimitRule {
 impl LimitRule {
     /// Whether the limit applies to a request of `class` at `now_unix`.
     pub fn applies(&self, class: ClassId, now_unix: i64) -> bool {
-        self.classes.contains(class) && self.until.is_none_or(|u| now_unix < u)
+        self.classes.contains(class)
+            && self.until.is_none_or(|u| now_unix < u)
+            && self.replaced_until.is_none_or(|r| now_unix >= r)
     }
 }
 

@@ -36,6 +36,9 @@ pub struct SwitchRule {
     pub classes: ClassMask,
     /// Unix seconds after which it no longer applies.
     pub until: Option<i64>,
+    /// For a permanent switch a temporary one stands in for: Unix seconds until which it is
+    /// replaced (it pauses again from then).
+    pub replaced_until: Option<i64>,
     /// `Retry-After` when no `until` is closer.
     pub retry_after: Duration,
 }
@@ -43,7 +46,9 @@ pub struct SwitchRule {
 impl SwitchRule {
     /// Whether it pauses a request of `class` at `now_unix`.
     pub fn applies(&self, class: ClassId, now_unix: i64) -> bool {
-        self.classes.contains(class) && self.until.is_none_or(|u| now_unix < u)
+        self.classes.contains(class)
+            && self.until.is_none_or(|u| now_unix < u)
+            && self.replaced_until.is_none_or(|r| now_unix >= r)
     }
 
     /// How long until guests should come back: the time left to `until` (the pause ends

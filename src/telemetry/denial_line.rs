@@ -1,11 +1,12 @@
 //! The denial's log line and its record: what the shield writes and keeps about one of its own
-//! answers, folded per client and reason so a flood makes one line per window.
+//! answers, folded per client and reason, and per network (IPv4 /24, IPv6 /48) and reason when
+//! one network denies from many addresses, so a flood makes one line per window.
 
 use http::HeaderValue;
 
 use crate::clock::Now;
 use crate::policy::denial::{retry_after_secs, Denial};
-use crate::telemetry::log::{FoldOutcome, Level, LogHandle, Record, Value};
+use crate::telemetry::log::{FoldOutcome, Level, LogHandle, Network, Record, Value};
 use crate::telemetry::recent::{Recent, LISTED_REPEATS};
 
 /// FNV-1a: a short, fixed string (a reason code, a limit name) to 64 bits.
@@ -47,7 +48,8 @@ pub fn log_message(denial: &Denial, guest: bool) -> &'static str {
     }
 }
 
-/// Logs a denial at `now`, folding repeats of one client and reason into one line per 10 s,
+/// Logs a denial at `now`, folding repeats of one client and reason into one line per 10 s
+/// (and those of one network's many clients into one line per network and reason),
 /// and records every one of them, folded or not, in `recent`. `shadow` marks a shadow limit's
 /// would-be denial (the request went through).
 pub fn log_denial(
@@ -65,15 +67,19 @@ pub fn log_denial(
     };
     // The client key is already a keyed hash (a per-process secret): mixing the reason and the
     // limit's name into it needs no second keyed hash, only distinct values for distinct pairs.
-    let fold_key = {
-        let mut k = seen.client_key ^ fnv1a(denial.code().as_bytes()).rotate_left(17);
+    let same = {
+        let mut k = fnv1a(denial.code().as_bytes()).rotate_left(17);
         k ^= u64::from(shadow) << 63;
         if let Some(l) = &limit {
             k ^= fnv1a(l.as_bytes()).rotate_left(41);
         }
         k
     };
-    let outcome = log.log_folded(fold_key, now.instant(), || {
+    // Folded per client, and per network when one network denies from many addresses.
+    let network = Network::of(seen.ip, seen.client_key);
+    let fold_key = seen.client_key ^ same;
+    let net_key = network.key() ^ same.rotate_left(7);
+    let outcome = log.log_folded_from(fold_key, network, net_key, now.instant(), || {
         let mut r = Record::new(Level::Warning, log_message(denial, seen.route.is_some()))
             .with("reason", denial.code())
             .with("ip", seen.ip.to_string());

@@ -67,6 +67,7 @@ fn world(on: &[Check]) -> (Rules, Bans, Vec<Settled>) {
             message: "Back soon.".into(),
             classes: ClassMask::of(&[0]),
             until: None,
+            replaced_until: None,
             retry_after: Duration::from_secs(300),
         });
     }
@@ -89,6 +90,8 @@ fn world(on: &[Check]) -> (Rules, Bans, Vec<Settled>) {
         key: KeyKind::Ip,
         mode: Mode::Enforce,
         until: None,
+        replaced_until: None,
+        stands_in: false,
         limiter: Arc::new(KeyedLimiter::with_clock(
             rate,
             NonZeroU32::MIN,

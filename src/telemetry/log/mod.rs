@@ -7,7 +7,8 @@
 //! object a line ([`Format::Json`]).
 //!
 //! Under a flood, [`LogHandle::log_folded`] folds the repeats of one key (the caller's hash of
-//! client and reason) into one line per [`FOLD_WINDOW`] that carries `"repeated":N`.
+//! client and reason) into one line per [`FOLD_WINDOW`] that carries `"repeated":N`, and
+//! [`LogHandle::log_folded_from`] folds a network's flood into one line per network and reason.
 //!
 //! Request values and single lines: the JSON encoder escapes every control character, so no
 //! value can ever break a line. Laravel's own formatter, though, turns the `\n` and `\r` escapes
@@ -22,7 +23,9 @@ mod writer;
 
 use std::borrow::Cow;
 
-pub use fold::{FoldOutcome, FOLD_TABLE_CAP, FOLD_WINDOW};
+pub use fold::{
+    FoldOutcome, Network, FOLD_TABLE_CAP, FOLD_WINDOW, NET_BITS, NET_FOLD_CLIENTS, NET_TABLE_CAP,
+};
 pub use format::Formatter;
 #[cfg(unix)]
 pub use writer::install_sigusr1_reopen;

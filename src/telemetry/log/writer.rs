@@ -196,6 +196,42 @@ impl LogHandle {
         outcome
     }
 
+    /// As [`LogHandle::log_folded`], folding per `network` as well: `net_key` is the
+    /// network's key combined with what else makes records the same (reason, limit).
+    pub fn log_folded_from(
+        &self,
+        key: u64,
+        network: super::Network,
+        net_key: u64,
+        now: Instant,
+        build: impl FnOnce() -> Record,
+    ) -> FoldOutcome {
+        let (outcome, record) = self
+            .shared
+            .folds
+            .admit_from(key, network, net_key, now, build);
+        if outcome == FoldOutcome::Unfolded {
+            self.shared.fold_overflows.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(record) = record {
+            self.log(record);
+        }
+        outcome
+    }
+
+    /// Writes every pending fold count now (`"repeated":N` of windows still open): before the
+    /// process exits, and on SIGHUP.
+    pub fn flush_folds(&self, now: Instant) {
+        for record in self.shared.folds.flush(now) {
+            self.log(record);
+        }
+    }
+
+    /// Networks held in the fold table now (at most [`super::NET_TABLE_CAP`]).
+    pub fn folded_networks(&self) -> usize {
+        self.shared.folds.networks()
+    }
+
     /// Waits until everything queued before this call is written and flushed. It blocks: for
     /// shutdown, operators and tests (from async code, inside `spawn_blocking`), never a request.
     pub fn flush_blocking(&self) {
