@@ -92,11 +92,8 @@ fn accounted(lines: &[String]) -> u64 {
         .iter()
         .map(|l| {
             let c = context(l);
-            match c["repeated"].as_u64() {
-                // A summary repeats the line that opened the fold; it stands for the repeats.
-                Some(n) => n,
-                None => 1,
-            }
+            // A summary repeats the line that opened the fold; it stands for the repeats.
+            c["repeated"].as_u64().unwrap_or(1)
         })
         .sum()
 }
