@@ -31,6 +31,7 @@ use crate::proxy::listener::{self, Front};
 use crate::proxy::tls::TlsFront;
 use crate::shutdown::{self, Stop};
 use crate::snapshot::{Snapshot, Snapshots};
+use crate::telemetry::access::{self, AccessSink};
 use crate::telemetry::alerts::Alerts;
 use crate::telemetry::log::{self, Destination, LogHandle, LogSink, QUEUE_CAPACITY};
 use crate::telemetry::meters::HandshakeCounts;
@@ -71,6 +72,7 @@ pub struct Running {
     clock: SharedClock,
     admin: Arc<crate::admin::Parts>,
     log: LogSink,
+    access: Option<AccessSink>,
     stop: Stop,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -88,16 +90,37 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        let log = self.log;
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        let (log, access) = (self.log, self.access);
+        // The access log first: it reports what it dropped in the main log.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(access) = access {
+                access.close();
+            }
+            log.close();
+        })
+        .await;
     }
 
-    /// Waits until every log record queued so far is written (for tests and operators).
+    /// Waits until every log record queued so far is written, the access log's too (for
+    /// tests and operators).
     pub async fn flush_log(&self) {
         let handle = self.telemetry.log.clone();
-        // The fold sweep writes summaries of ended windows; then the queue is flushed.
+        let access = self.telemetry.access.clone();
+        // The fold sweep writes summaries of ended windows; then the queues are flushed.
         handle.sweep_folds(self.clock.now().instant());
-        let _ = tokio::task::spawn_blocking(move || handle.flush_blocking()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(access) = access {
+                access.flush_blocking();
+            }
+            handle.flush_blocking();
+        })
+        .await;
+    }
+
+    /// Follows the count of access lines written, when `[log] access` is on (wait for
+    /// `*n >= k`: a line is written once its answer has ended).
+    pub fn access_lines(&self) -> Option<watch::Receiver<u64>> {
+        self.telemetry.access.as_ref().map(|a| a.written())
     }
 
     /// A sender that stops the shield when `true` is sent.
@@ -166,10 +189,15 @@ impl Running {
         housekeeping::log_expired(&self.housekeeping(), from, to);
     }
 
-    /// Reopens the log file on every SIGUSR1 (after logrotate moved it).
+    /// Reopens the log file, and the access log's, on every SIGUSR1 (after logrotate moved
+    /// them).
     #[cfg(unix)]
     pub fn reopen_log_on_sigusr1(&self) -> std::io::Result<()> {
-        log::install_sigusr1_reopen(self.telemetry.log.clone()).map(drop)
+        log::install_sigusr1_reopen(self.telemetry.log.clone())?;
+        if let Some(a) = &self.telemetry.access {
+            access::install_sigusr1_reopen(a.clone())?;
+        }
+        Ok(())
     }
 
     fn housekeeping(&self) -> housekeeping::Parts {
@@ -208,6 +236,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         clock.clone(),
     )?;
     let log = sink.handle();
+    let access_sink = AccessSink::start(&config.log, log.clone())?;
     let now = clock.now();
     let bans = Arc::new(load_bans(&config.server.state_file, &log, now.unix()));
     let cluster_settings = config.cluster.clone();
@@ -222,7 +251,10 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
             .ok()
             .map(Arc::new)
     });
-    let telemetry = Arc::new(Telemetry::new(log.clone()));
+    let telemetry = Arc::new(Telemetry::new(
+        log.clone(),
+        access_sink.as_ref().map(AccessSink::handle),
+    ));
     let alerts = Arc::new(Alerts::default());
     let defence = Arc::new(Defence::new(
         bans.clone(),
@@ -328,6 +360,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         clock,
         admin,
         log: sink,
+        access: access_sink,
         stop,
         tasks,
     })

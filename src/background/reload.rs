@@ -195,6 +195,11 @@ fn reload(inner: &Inner) -> Outcome {
     for (name, o, n) in [
         ("log.file", &old.log.file, &new.log.file),
         ("log.channel", &old.log.channel, &new.log.channel),
+        (
+            "log.access_file",
+            &old.log.access_file,
+            &new.log.access_file,
+        ),
     ] {
         if o != n {
             warnings.push(format!(
@@ -204,6 +209,13 @@ fn reload(inner: &Inner) -> Outcome {
     }
     if old.log.format != new.log.format || old.log.timezone != new.log.timezone {
         warnings.push("log.format and log.timezone changes apply on restart".to_string());
+    }
+    if old.log.access != new.log.access {
+        warnings.push(format!(
+            "log.access changed to {} but stays {} until restart",
+            access_word(new.log.access),
+            access_word(old.log.access)
+        ));
     }
     if old.cluster != new.cluster {
         warnings.push(match &new.cluster {
@@ -236,6 +248,14 @@ fn reload(inner: &Inner) -> Outcome {
         version,
         changes,
         warnings,
+    }
+}
+
+/// `[log] access` as written.
+fn access_word(a: crate::telemetry::access::AccessFormat) -> &'static str {
+    match a {
+        crate::telemetry::access::AccessFormat::Off => "\"off\"",
+        crate::telemetry::access::AccessFormat::Json => "\"json\"",
     }
 }
 

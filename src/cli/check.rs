@@ -95,6 +95,16 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         c.log.channel,
         c.log.timezone.iana_name().unwrap_or("UTC")
     );
+    if c.log.access == crate::telemetry::access::AccessFormat::Json {
+        println!(
+            "  access log  {} (json, one line per answer)",
+            if c.log.access_file == "-" {
+                "stdout"
+            } else {
+                &c.log.access_file
+            }
+        );
+    }
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     println!("  routes      {}", routes.join(", "));
     for l in &c.limits {

@@ -1,9 +1,10 @@
-//! What the shield tells about itself: the log ([`log`]), the hot-path counters ([`meters`]),
-//! what happened lately ([`recent`]), the denial's log line ([`denial_line`]) and the state the
-//! alert task reads ([`alerts`]). The request path only adds to these (atomics, one slot
+//! What the shield tells about itself: the log ([`log`]), the access log ([`access`]), the
+//! hot-path counters ([`meters`]), what happened lately ([`recent`]), the denial's log line
+//! ([`denial_line`]) and the state the alert task reads ([`alerts`]). The request path only adds to these (atomics, one slot
 //! mutex, a bounded queue); everything is read off the request path, by `/metrics`, the admin
 //! views and the alert task.
 
+pub mod access;
 pub mod alerts;
 pub mod denial_line;
 pub mod log;
@@ -20,16 +21,19 @@ pub struct Telemetry {
     pub recent: recent::Recent,
     /// When the app last showed it is alive (for `/readyz`).
     pub liveness: meters::Liveness,
+    /// The access log, when `[log] access` is on (never blocks).
+    pub access: Option<access::AccessLog>,
 }
 
 impl Telemetry {
-    /// Fresh counters around `log`.
-    pub fn new(log: log::LogHandle) -> Telemetry {
+    /// Fresh counters around `log` and, when it is on, the access log.
+    pub fn new(log: log::LogHandle, access: Option<access::AccessLog>) -> Telemetry {
         Telemetry {
             log,
             meters: meters::Metrics::default(),
             recent: recent::Recent::default(),
             liveness: meters::Liveness::default(),
+            access,
         }
     }
 }
