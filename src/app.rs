@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::admin::scrape::Format;
 use crate::background::reload::{Outcome, Reloader, Watched};
 use crate::background::state_file::{self, StateFile};
-use crate::background::{alerts, housekeeping, probe, reload};
+use crate::background::{alerts, housekeeping, probe, reload, timeline};
 use crate::clock::{Now, SharedClock};
 use crate::cluster::{Cluster, Guessing, GuessingRules};
 use crate::config::Loaded;
@@ -205,6 +205,7 @@ impl Running {
             snapshots: self.snapshots.clone(),
             defence: self.defence.clone(),
             log: self.telemetry.log.clone(),
+            timeline: self.telemetry.timeline.clone(),
             clock: self.clock.clone(),
         }
     }
@@ -260,6 +261,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         bans.clone(),
         log.clone(),
         alerts.clone(),
+        telemetry.timeline.clone(),
         cluster.clone(),
     ));
     let reloader = Reloader::new(publisher, telemetry.clone(), clock.clone());
@@ -305,11 +307,17 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
             shutdown.clone(),
         )),
         tokio::spawn(reload::watch(reloader.clone(), watched, shutdown.clone())),
+        tokio::spawn(timeline::run(
+            telemetry.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(housekeeping::run(
             housekeeping::Parts {
                 snapshots: snapshots.clone(),
                 defence: defence.clone(),
                 log: log.clone(),
+                timeline: telemetry.timeline.clone(),
                 clock: clock.clone(),
             },
             shutdown.clone(),
@@ -329,6 +337,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
             cluster: cluster.clone(),
             bans: bans.clone(),
             log: log.clone(),
+            timeline: telemetry.timeline.clone(),
             guessing: Arc::new(GuessingHost {
                 snapshots: snapshots.clone(),
                 defence: defence.clone(),

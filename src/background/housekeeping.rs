@@ -10,6 +10,7 @@ use crate::defence::Defence;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshots;
 use crate::telemetry::log::{Level, LogHandle, Record};
+use crate::telemetry::timeline::{LiftCause, SwitchCause, Timeline};
 
 use super::state_file::StateFile;
 
@@ -28,6 +29,8 @@ pub struct Parts {
     pub defence: Arc<Defence>,
     /// Where expiries and save failures are written.
     pub log: LogHandle,
+    /// Where expiries are recorded for the incident's record.
+    pub timeline: Arc<Timeline>,
     /// The time.
     pub clock: SharedClock,
 }
@@ -67,10 +70,12 @@ pub async fn run(parts: Parts, shutdown: Shutdown) {
 }
 
 /// Writes `Temporary rule expired` for every ban, limit and switch whose `until` fell in
-/// `(from, to]`; ended bans are removed.
+/// `(from, to]`, and records each in the timeline at its `until`; ended bans are removed.
 pub fn log_expired(parts: &Parts, from: i64, to: i64) {
     let log = &parts.log;
+    let timeline = &parts.timeline;
     for ban in parts.defence.bans.expire(to) {
+        timeline.lifted(ban.until.saturating_mul(1000), &ban, LiftCause::Expired);
         log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "ban")
@@ -88,6 +93,12 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
         ("allowlist", &lists.allowlist),
     ] {
         for (net, entry) in list.expiring_between(from, to) {
+            timeline.expired(
+                entry.until.unwrap_or(to).saturating_mul(1000),
+                kind,
+                &net.to_string(),
+                entry.reason.as_deref().unwrap_or(""),
+            );
             log.log(
                 Record::new(Level::Notice, "Temporary rule expired")
                     .with("kind", kind)
@@ -99,6 +110,12 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
     }
     for entry in lists.revoked.expiring_between(from, to) {
         // A revoked token's entry is named by its line, never by the token.
+        timeline.expired(
+            entry.until.unwrap_or(to).saturating_mul(1000),
+            "revoked_token",
+            &format!("line {}", entry.line),
+            entry.reason.as_deref().unwrap_or(""),
+        );
         log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "revoked_token")
@@ -108,6 +125,12 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
         );
     }
     for l in config.limits.iter().filter(|l| ended(l.until)) {
+        timeline.expired(
+            l.until.unwrap_or(to).saturating_mul(1000),
+            "limit",
+            &l.name,
+            "",
+        );
         log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "limit")
@@ -120,6 +143,18 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
         .iter()
         .filter(|w| w.paused && ended(w.until))
     {
+        // The permanent entry of that name, if there is one, applies again.
+        let paused = config
+            .switches
+            .iter()
+            .any(|p| p.name == w.name && p.until.is_none() && p.paused);
+        timeline.switch(
+            w.until.unwrap_or(to).saturating_mul(1000),
+            &w.name,
+            paused,
+            None,
+            SwitchCause::Expiry,
+        );
         log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "switch")
@@ -201,16 +236,19 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
+        let timeline = Arc::new(Timeline::default());
         let defence = Arc::new(Defence::new(
             Arc::new(Bans::new()),
             sink.handle(),
             Arc::new(Alerts::default()),
+            timeline.clone(),
             None,
         ));
         let parts = Parts {
             snapshots,
             defence,
             log: sink.handle(),
+            timeline: timeline.clone(),
             clock: clock.clone(),
         };
         let (stop, shutdown) = crate::shutdown::pair();
@@ -233,6 +271,25 @@ mod tests {
         assert!(
             lines.iter().all(|l| l.starts_with("[2026-11-27 18:00:")),
             "{lines:?}"
+        );
+        // And the timeline has it at the entry's end.
+        let view = timeline.view(
+            &crate::telemetry::recent::Rates::default(),
+            0,
+            1_795_802_410_000,
+        );
+        assert!(
+            matches!(
+                &view.events[..],
+                [crate::telemetry::timeline::Entry {
+                    at_ms: 1_795_802_405_000,
+                    event: crate::telemetry::timeline::Event::Expired {
+                        rule: "blocklist",
+                        ..
+                    },
+                }]
+            ),
+            "{view:?}"
         );
     }
 }

@@ -10,6 +10,7 @@ use crate::config::{self, ConfigError, FileStamp};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Publisher, Snapshot, Snapshots};
 use crate::telemetry::log::{Level, Record, Value};
+use crate::telemetry::timeline::SwitchCause;
 use crate::telemetry::Telemetry;
 
 /// What a reload did.
@@ -83,11 +84,17 @@ fn reload(inner: &Inner) -> Outcome {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let current = inner.snapshots.load_full();
-    let now = inner.clock.now().unix();
+    let at = inner.clock.now();
+    let now = at.unix();
     let path = current.loaded.path.clone();
-    let rejected = |errors| Outcome::Rejected {
-        errors,
-        kept: current.version,
+    let timeline = &inner.telemetry.timeline;
+    let rejected = |errors: Vec<ConfigError>| {
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        timeline.rejected(at.unix_ms(), current.version, &texts);
+        Outcome::Rejected {
+            errors,
+            kept: current.version,
+        }
     };
     let mut loaded = match config::load_with(&path, Some(&current.loaded.lists), now) {
         Ok(l) => l,
@@ -230,6 +237,7 @@ fn reload(inner: &Inner) -> Outcome {
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
+    let flips = switch_flips(&old.switches, &new.switches);
     // Serialise reloads: whoever triggered it (signal, file watch, admin), one at a time.
     let version = current.version + 1;
     let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current), now) {
@@ -244,6 +252,10 @@ fn reload(inner: &Inner) -> Outcome {
         }
     };
     publisher.publish(snapshot);
+    timeline.reloaded(at.unix_ms(), version, &changes, &warnings);
+    for (name, paused, until) in flips {
+        timeline.switch(at.unix_ms(), &name, paused, until, SwitchCause::Reload);
+    }
     Outcome::Applied {
         version,
         changes,
@@ -369,6 +381,30 @@ fn reload_logged(inner: &Inner) -> Outcome {
         }
     }
     outcome
+}
+
+/// The switches a reload pauses or resumes, as [`switch_changes`] words them: name, paused
+/// from now on, and until when (a temporary pause).
+fn switch_flips(
+    old: &[crate::config::schema::SwitchSpec],
+    new: &[crate::config::schema::SwitchSpec],
+) -> Vec<(String, bool, Option<i64>)> {
+    let mut out = Vec::new();
+    for n in new {
+        let was_paused = old
+            .iter()
+            .find(|o| o.name == n.name)
+            .is_some_and(|o| o.paused);
+        if was_paused != n.paused {
+            out.push((n.name.clone(), n.paused, n.until.filter(|_| n.paused)));
+        }
+    }
+    for o in old {
+        if o.paused && !new.iter().any(|n| n.name == o.name) {
+            out.push((o.name.clone(), false, None));
+        }
+    }
+    out
 }
 
 fn switch_changes(

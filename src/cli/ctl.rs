@@ -179,6 +179,11 @@ pub enum Action {
         /// The banned address or network.
         cidr: String,
     },
+    /// Print the incident's record since `since`, as Markdown for the ticket.
+    Timeline {
+        /// How far back (at most the 48 h kept).
+        since: String,
+    },
 }
 
 /// The admin API's address: `--admin`, else the configuration's `[admin] listen` (an
@@ -248,6 +253,10 @@ pub async fn ctl(
                 serde_json::json!({ "cidr": cidr, "for": duration, "reason": reason }).to_string();
             client.call("POST", "/admin/bans", Some(&body)).await?
         }
+        Action::Timeline { since } => {
+            let path = format!("/admin/timeline?since={}", encode(since));
+            client.call("GET", &path, None).await?
+        }
         Action::Unban { cidr } => {
             let q: String =
                 percent_encoding::utf8_percent_encode(cidr, percent_encoding::NON_ALPHANUMERIC)
@@ -275,6 +284,7 @@ fn print_human(action: &Action, body: &str) {
         Action::Status => print_status(&v),
         Action::Denials { since } => print_denials(body, since),
         Action::Offenders { .. } => print_offenders(&v),
+        Action::Timeline { .. } => print!("{}", crate::cli::timeline::markdown(&v)),
         Action::Reload => {
             println!("reloaded: version {}", v["version"]);
             for c in v["changes"].as_array().into_iter().flatten() {

@@ -1,6 +1,7 @@
 //! What the shield tells about itself: the log ([`log`]), the access log ([`access`]), the
 //! hot-path counters ([`meters`]), what happened lately ([`recent`]), the denial's log line
-//! ([`denial_line`]) and the state the alert task reads ([`alerts`]). The request path only adds to these (atomics, one slot
+//! ([`denial_line`]), the state the alert task reads ([`alerts`]) and the incident's record
+//! ([`timeline`]). The request path only adds to these (atomics, one slot
 //! mutex, a bounded queue); everything is read off the request path, by `/metrics`, the admin
 //! views and the alert task.
 
@@ -10,6 +11,9 @@ pub mod denial_line;
 pub mod log;
 pub mod meters;
 pub mod recent;
+pub mod timeline;
+
+use std::sync::Arc;
 
 /// The telemetry handles the request path and the admin listener hold.
 pub struct Telemetry {
@@ -23,6 +27,8 @@ pub struct Telemetry {
     pub liveness: meters::Liveness,
     /// The access log, when `[log] access` is on (never blocks).
     pub access: Option<access::AccessLog>,
+    /// What changed when, and the traffic per minute (for `ctl timeline`).
+    pub timeline: Arc<timeline::Timeline>,
 }
 
 impl Telemetry {
@@ -34,6 +40,7 @@ impl Telemetry {
             recent: recent::Recent::default(),
             liveness: meters::Liveness::default(),
             access,
+            timeline: Arc::default(),
         }
     }
 }
