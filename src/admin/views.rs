@@ -167,7 +167,7 @@ pub(crate) fn timeline_json(shared: &Parts, query: &str, now_ms: i64) -> Result<
         "since": crate::units::format_duration(since),
         "from": rfc3339_ms(view.from_ms),
         "to": rfc3339_ms(view.to_ms),
-        "retention": crate::units::format_duration(RETENTION),
+        "retention": format!("{}h", RETENTION.as_secs() / 3600),
         "events_dropped": view.dropped,
         "oldest_event": view.oldest_ms.map(rfc3339_ms),
         "events": view.events.iter().map(event_json).collect::<Vec<_>>(),
@@ -288,4 +288,13 @@ fn minute_json(row: &MinuteRow) -> Value {
         "app_errors": row.app_errors,
         "partial": row.partial,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_upstream_reasons_are_the_502_and_the_504() {
+        let names = super::UPSTREAM_REASONS.map(|i| super::REASONS[i]);
+        assert_eq!(names, ["upstream_unavailable", "upstream_timeout"]);
+    }
 }
