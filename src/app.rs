@@ -3,10 +3,11 @@
 //! this module; it imports everything.
 //!
 //! What is built, in order: the listeners (bound first, so the addresses are ready on return),
-//! the log, the ban table (read from the state file), the first snapshot and its publisher, the
-//! cluster (with `[cluster]`), the defences, the telemetry, the reloader; then the tasks: the
-//! guest listener (and the HTTPS one), the admin listener, the upstream probe, the file watch,
-//! housekeeping, alerts, the cluster's tasks.
+//! the log and the access log (when on), the ban table (read from the state file), the first
+//! snapshot and its publisher, the cluster (with `[cluster]`), the telemetry, the defences, the
+//! reloader; then the tasks: the guest listener (and the HTTPS one), the admin listener, the
+//! upstream probe, the file watch, the timeline's minutes, housekeeping, alerts, the cluster's
+//! tasks.
 
 use std::net::SocketAddr;
 use std::path::Path;
