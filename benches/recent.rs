@@ -114,7 +114,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("request_answered", |b| {
-        b.iter(|| recent.record_answer(black_box(true), true, 200, NOW_MS))
+        b.iter(|| recent.record_answer(black_box(true), true, 200, None, NOW_MS))
     });
 
     // Eight threads denying at once: the time per denial, all threads together.

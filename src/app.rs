@@ -3,10 +3,11 @@
 //! this module; it imports everything.
 //!
 //! What is built, in order: the listeners (bound first, so the addresses are ready on return),
-//! the log, the ban table (read from the state file), the first snapshot and its publisher, the
-//! cluster (with `[cluster]`), the defences, the telemetry, the reloader; then the tasks: the
-//! guest listener (and the HTTPS one), the admin listener, the upstream probe, the file watch,
-//! housekeeping, alerts, the cluster's tasks.
+//! the log and the access log (when on), the ban table (read from the state file), the first
+//! snapshot and its publisher, the cluster (with `[cluster]`), the telemetry, the defences, the
+//! reloader; then the tasks: the guest listener (and the HTTPS one), the admin listener, the
+//! upstream probe, the file watch, the timeline's minutes, housekeeping, alerts, the cluster's
+//! tasks.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::admin::scrape::Format;
 use crate::background::reload::{Outcome, Reloader, Watched};
 use crate::background::state_file::{self, StateFile};
-use crate::background::{alerts, housekeeping, probe, reload};
+use crate::background::{alerts, housekeeping, probe, reload, timeline};
 use crate::clock::{Now, SharedClock};
 use crate::cluster::{Cluster, Guessing, GuessingRules};
 use crate::config::Loaded;
@@ -31,6 +32,7 @@ use crate::proxy::listener::{self, Front};
 use crate::proxy::tls::TlsFront;
 use crate::shutdown::{self, Stop};
 use crate::snapshot::{Snapshot, Snapshots};
+use crate::telemetry::access::{self, AccessSink};
 use crate::telemetry::alerts::Alerts;
 use crate::telemetry::log::{self, Destination, LogHandle, LogSink, QUEUE_CAPACITY};
 use crate::telemetry::meters::HandshakeCounts;
@@ -71,6 +73,7 @@ pub struct Running {
     clock: SharedClock,
     admin: Arc<crate::admin::Parts>,
     log: LogSink,
+    access: Option<AccessSink>,
     stop: Stop,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -90,16 +93,37 @@ impl Running {
         }
         // The counts of fold windows still open are written before the log closes.
         self.telemetry.log.flush_folds(self.clock.now().instant());
-        let log = self.log;
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        let (log, access) = (self.log, self.access);
+        // The access log first: it reports what it dropped in the main log.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(access) = access {
+                access.close();
+            }
+            log.close();
+        })
+        .await;
     }
 
-    /// Waits until every log record queued so far is written (for tests and operators).
+    /// Waits until every log record queued so far is written, the access log's too (for
+    /// tests and operators).
     pub async fn flush_log(&self) {
         let handle = self.telemetry.log.clone();
-        // The fold sweep writes summaries of ended windows; then the queue is flushed.
+        let access = self.telemetry.access.clone();
+        // The fold sweep writes summaries of ended windows; then the queues are flushed.
         handle.sweep_folds(self.clock.now().instant());
-        let _ = tokio::task::spawn_blocking(move || handle.flush_blocking()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(access) = access {
+                access.flush_blocking();
+            }
+            handle.flush_blocking();
+        })
+        .await;
+    }
+
+    /// Follows the count of access lines written, when `[log] access` is on (wait for
+    /// `*n >= k`: a line is written once its answer has ended).
+    pub fn access_lines(&self) -> Option<watch::Receiver<u64>> {
+        self.telemetry.access.as_ref().map(|a| a.written())
     }
 
     /// Writes the counts of every fold window still open now (`"repeated":N`), as a stop
@@ -174,10 +198,15 @@ impl Running {
         housekeeping::log_expired(&self.housekeeping(), from, to);
     }
 
-    /// Reopens the log file on every SIGUSR1 (after logrotate moved it).
+    /// Reopens the log file, and the access log's, on every SIGUSR1 (after logrotate moved
+    /// them).
     #[cfg(unix)]
     pub fn reopen_log_on_sigusr1(&self) -> std::io::Result<()> {
-        log::install_sigusr1_reopen(self.telemetry.log.clone()).map(drop)
+        log::install_sigusr1_reopen(self.telemetry.log.clone())?;
+        if let Some(a) = &self.telemetry.access {
+            access::install_sigusr1_reopen(a.clone())?;
+        }
+        Ok(())
     }
 
     fn housekeeping(&self) -> housekeeping::Parts {
@@ -185,6 +214,7 @@ impl Running {
             snapshots: self.snapshots.clone(),
             defence: self.defence.clone(),
             log: self.telemetry.log.clone(),
+            timeline: self.telemetry.timeline.clone(),
             clock: self.clock.clone(),
         }
     }
@@ -216,6 +246,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         clock.clone(),
     )?;
     let log = sink.handle();
+    let access_sink = AccessSink::start(&config.log, log.clone())?;
     let now = clock.now();
     let bans = Arc::new(load_bans(&config.server.state_file, &log, now.unix()));
     let cluster_settings = config.cluster.clone();
@@ -232,12 +263,16 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
             .ok()
             .map(Arc::new)
     });
-    let telemetry = Arc::new(Telemetry::new(log.clone()));
+    let telemetry = Arc::new(Telemetry::new(
+        log.clone(),
+        access_sink.as_ref().map(AccessSink::handle),
+    ));
     let alerts = Arc::new(Alerts::default());
     let defence = Arc::new(Defence::new(
         bans.clone(),
         log.clone(),
         alerts.clone(),
+        telemetry.timeline.clone(),
         cluster.clone(),
     ));
     let reloader = Reloader::new(publisher, telemetry.clone(), clock.clone());
@@ -288,11 +323,17 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
             shutdown.clone(),
         )),
         tokio::spawn(reload::watch(reloader.clone(), watched, shutdown.clone())),
+        tokio::spawn(timeline::run(
+            telemetry.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(housekeeping::run(
             housekeeping::Parts {
                 snapshots: snapshots.clone(),
                 defence: defence.clone(),
                 log: log.clone(),
+                timeline: telemetry.timeline.clone(),
                 clock: clock.clone(),
             },
             shutdown.clone(),
@@ -312,6 +353,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
             cluster: cluster.clone(),
             bans: bans.clone(),
             log: log.clone(),
+            timeline: telemetry.timeline.clone(),
             guessing: Arc::new(GuessingHost {
                 snapshots: snapshots.clone(),
                 defence: defence.clone(),
@@ -343,6 +385,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
         clock,
         admin,
         log: sink,
+        access: access_sink,
         stop,
         tasks,
     })

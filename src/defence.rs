@@ -15,6 +15,7 @@ use crate::policy::bans::{Ban, Bans};
 use crate::policy::guessing::{EnumerationSettings, FailureCounter, Offence, OffenceKind};
 use crate::telemetry::alerts::{Alerts, PrefixBan};
 use crate::telemetry::log::{Level, LogHandle, Record, Value};
+use crate::telemetry::timeline::Timeline;
 
 /// Most clients and prefixes whose failed tokens are counted at once.
 pub const FAILURE_TABLE_CLIENTS: usize = 100_000;
@@ -29,15 +30,17 @@ pub struct Defence {
     pub failures: FailureCounter,
     log: LogHandle,
     alerts: Arc<Alerts>,
+    timeline: Arc<Timeline>,
     cluster: Option<Arc<Cluster>>,
 }
 
 impl Defence {
-    /// The defences around `bans`, banning into `log`, `alerts` and `cluster`.
+    /// The defences around `bans`, banning into `log`, `alerts`, the `timeline` and `cluster`.
     pub fn new(
         bans: Arc<Bans>,
         log: LogHandle,
         alerts: Arc<Alerts>,
+        timeline: Arc<Timeline>,
         cluster: Option<Arc<Cluster>>,
     ) -> Defence {
         Defence {
@@ -45,6 +48,7 @@ impl Defence {
             failures: FailureCounter::new(FAILURE_TABLE_CLIENTS, FAILURE_TABLE_PREFIXES),
             log,
             alerts,
+            timeline,
             cluster,
         }
     }
@@ -67,6 +71,8 @@ impl Defence {
             .bans
             .ban_offence(offence, settings.ban, settings.max_ban, now_unix);
         self.log.log(brute_force_record(&ban, ipv6_prefix));
+        self.timeline
+            .banned(now_unix.saturating_mul(1000), &ban, None);
         if offence.kind == OffenceKind::Prefix {
             self.alerts.prefix_banned(PrefixBan {
                 net: ban.net,

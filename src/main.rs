@@ -161,6 +161,13 @@ enum CtlAction {
         /// The banned address or network, as `ctl bans` lists it.
         cidr: String,
     },
+    /// Print the incident's record for the ticket (Markdown; --json for the API's JSON):
+    /// reloads, switches, bans, alerts, expiries, and requests and denials per minute.
+    Timeline {
+        /// How far back: `30m`, `6h`, `2d` (at most 48h, what the shield keeps).
+        #[arg(long, default_value = "6h")]
+        since: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -287,6 +294,7 @@ impl From<CtlAction> for Action {
                 reason,
             },
             CtlAction::Unban { cidr } => Action::Unban { cidr },
+            CtlAction::Timeline { since } => Action::Timeline { since },
         }
     }
 }

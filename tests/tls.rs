@@ -714,3 +714,48 @@ async fn a_reload_that_drops_tls_listen_warns_and_the_https_listener_keeps_its_p
     assert_eq!((answer.status, serial.as_str()), (200, "51"));
     h.shield.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_access_log_has_a_line_for_a_redirect_and_marks_answers_over_tls() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(0x51, 90);
+    let files = Files::new(&cert, &key);
+    let h = spawn_shield(
+        &files.server_lines("redirect_https = true\n"),
+        "[log]\nfile = \"shield.log\"\naccess = \"json\"\naccess_file = \"access.log\"\n",
+    )
+    .await;
+    let a = request(
+        h.addr(),
+        "GET /api/v1/gallery/demo-wedding-2026?page=2 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(a.status, 308);
+    let (answer, _) = https_get(&pki, tls_addr(&h), "/api/v1/gallery/demo-wedding-2026")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let mut written = h.shield.access_lines().expect("the access log is on");
+    tokio::time::timeout(Duration::from_secs(15), written.wait_for(|n| *n >= 2))
+        .await
+        .expect("two access lines")
+        .unwrap();
+    h.shield.flush_log().await;
+    let text = std::fs::read_to_string(h.dir.path().join("access.log")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let redirect = lines.iter().find(|l| l["status"] == 308).expect("the 308");
+    assert_eq!(redirect["reason"], "https_redirect");
+    assert_eq!(redirect["tls"], false);
+    assert_eq!(
+        redirect["path"], "/api/v1/gallery/demo-w...",
+        "no query: {redirect}"
+    );
+    let https = lines.iter().find(|l| l["status"] == 200).expect("the 200");
+    assert_eq!(https["tls"], true);
+    assert_eq!(https["reason"], serde_json::Value::Null);
+    h.shield.shutdown().await;
+}

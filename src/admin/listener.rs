@@ -182,6 +182,11 @@ async fn admin_api(shared: &Parts, req: Request<Incoming>) -> Response<Full<Byte
                         if let Some(cluster) = &shared.cluster {
                             cluster.announce_unban(ban.net);
                         }
+                        shared.telemetry.timeline.lifted(
+                            now.unix_ms(),
+                            &ban,
+                            crate::telemetry::timeline::LiftCause::Manual,
+                        );
                         shared.telemetry.log.log(
                             Record::new(Level::Notice, "Ban lifted")
                                 .with("net", net.to_string())
@@ -222,7 +227,14 @@ async fn admin_api(shared: &Parts, req: Request<Incoming>) -> Response<Full<Byte
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
             }
         }
-        (_, "/admin/status" | "/admin/denials" | "/admin/offenders") => {
+        (&Method::GET, "/admin/timeline") => {
+            let query = req.uri().query().unwrap_or("");
+            match views::timeline_json(shared, query, now.unix_ms()) {
+                Ok(v) => json(StatusCode::OK, v.to_string()),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+            }
+        }
+        (_, "/admin/status" | "/admin/denials" | "/admin/offenders" | "/admin/timeline") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -295,13 +307,15 @@ async fn add_ban(shared: &Parts, req: Request<Incoming>) -> Response<Full<Bytes>
     } else {
         new.reason
     };
+    let now = shared.clock.now();
     let ban = shared
         .defence
         .bans
-        .ban_manual(net, duration, &reason, shared.clock.now().unix());
+        .ban_manual(net, duration, &reason, now.unix());
     if let Some(cluster) = &shared.cluster {
         cluster.announce_ban(&ban);
     }
+    shared.telemetry.timeline.banned(now.unix_ms(), &ban, None);
     shared.telemetry.log.log(
         Record::new(Level::Warning, "Manual ban")
             .with("net", net.to_string())

@@ -54,6 +54,8 @@ struct Sample {
     version: u64,
     lists: [(&'static str, usize); 3],
     log_dropped: u64,
+    /// With the access log on: its records dropped.
+    access_dropped: Option<u64>,
     alerts: [[u64; 3]; 3],
     tls: Option<TlsSample>,
     /// With `[cluster]`: fallback on, errors by kind, replicas alive.
@@ -137,6 +139,7 @@ impl Sample {
                 ("revoked_tokens", lists.revoked.len()),
             ],
             log_dropped: shared.telemetry.log.dropped(),
+            access_dropped: shared.telemetry.access.as_ref().map(|a| a.dropped()),
             alerts: shared.alerts.outcomes(),
             tls: shared.tls_port.map(|_| TlsSample {
                 done: meters.tls.done.load(Ordering::Relaxed),
@@ -367,6 +370,14 @@ impl Collector for Sample {
             "Log records dropped because the log queue was full.",
             [(vec![], self.log_dropped)],
         )?;
+        if let Some(dropped) = self.access_dropped {
+            counters(
+                e,
+                "joinshield_access_log_records_dropped",
+                "Access log records dropped because the access log queue was full.",
+                [(vec![], dropped)],
+            )?;
+        }
         counters(
             e,
             "joinshield_alerts",
@@ -520,6 +531,7 @@ mod tests {
             version: 4,
             lists: [("blocklist", 5), ("allowlist", 0), ("revoked_tokens", 1)],
             log_dropped: 0,
+            access_dropped: Some(2),
             alerts: [[0; 3]; 3],
             refused_by_http: [0; 3],
             connections: ConnectionSample {
@@ -575,6 +587,7 @@ mod tests {
             "joinshield_config_version 4",
             "joinshield_list_entries{list=\"blocklist\"} 5",
             "joinshield_log_records_dropped_total 0",
+            "joinshield_access_log_records_dropped_total 2",
             "joinshield_tls_handshakes_total 7",
             "joinshield_tls_handshake_failures_total{reason=\"not_tls\"} 1",
             "joinshield_tls_handshake_failures_total{reason=\"protocol\"} 4",

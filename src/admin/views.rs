@@ -1,9 +1,17 @@
 //! The admin API's JSON views of what the shield holds: `/admin/status` (what is loaded, what
-//! is paused, list sizes, bans, rates), `/admin/denials` (the recent denials as NDJSON) and
-//! `/admin/offenders` (the heavy hitters), with their query parameters.
+//! is paused, list sizes, bans, rates), `/admin/denials` (the recent denials as NDJSON),
+//! `/admin/offenders` (the heavy hitters) and `/admin/timeline` (the incident's record), with
+//! their query parameters.
+
+use serde_json::{json, Value};
 
 use crate::admin::Parts;
+use crate::clock::{rfc3339, rfc3339_ms};
+use crate::telemetry::meters::REASONS;
 use crate::telemetry::recent::{Kind, Recent, MINUTES_KEPT};
+use crate::telemetry::timeline::{
+    AlertOutcome, Entry, Event, LiftCause, MinuteRow, SwitchCause, Tally, RETENTION,
+};
 
 /// The largest `since` of `/admin/denials` (the ring may hold less).
 pub const MAX_DENIALS_SINCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -12,8 +20,17 @@ pub const MAX_TOP: usize = 100;
 
 /// `since` from a query string: a duration from 1 s up to `max` (default 15 minutes).
 fn since_param(query: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
+    since_param_or(query, max, std::time::Duration::from_secs(15 * 60))
+}
+
+/// `since` from a query string: a duration from 1 s up to `max`, else `default`.
+fn since_param_or(
+    query: &str,
+    max: std::time::Duration,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, String> {
     let Some(text) = crate::admin::listener::query_param(query, "since") else {
-        return Ok(std::time::Duration::from_secs(15 * 60));
+        return Ok(default);
     };
     let fix = format!(
         "write since=15m (a duration from 1s to {})",
@@ -214,4 +231,155 @@ pub(crate) fn status_json(shared: &Parts, now_ms: i64) -> serde_json::Value {
         "ring_capacity": shared.telemetry.recent.ring.capacity(),
         "cluster": shared.cluster.as_ref().map(|c| c.status_json()),
     })
+}
+
+/// The default `since` of `/admin/timeline`.
+pub const TIMELINE_SINCE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// The `reason` indices that are the app failing (502/504), not the shield refusing.
+const UPSTREAM_REASONS: [usize; 2] = [1, 2];
+
+/// `/admin/timeline`: what changed when and the traffic per minute since `since` (default 6 h,
+/// at most the 48 h kept); or why the query is wrong. Times are RFC 3339 UTC.
+pub(crate) fn timeline_json(shared: &Parts, query: &str, now_ms: i64) -> Result<Value, String> {
+    let since = since_param_or(query, RETENTION, TIMELINE_SINCE)?;
+    let since_ms = now_ms.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    let telemetry = &shared.telemetry;
+    let view = telemetry
+        .timeline
+        .view(&telemetry.recent.rates, since_ms, now_ms);
+    Ok(json!({
+        "since": crate::units::format_duration(since),
+        "from": rfc3339_ms(view.from_ms),
+        "to": rfc3339_ms(view.to_ms),
+        "retention": format!("{}h", RETENTION.as_secs() / 3600),
+        "events_dropped": view.dropped,
+        "oldest_event": view.oldest_ms.map(rfc3339_ms),
+        "events": view.events.iter().map(event_json).collect::<Vec<_>>(),
+        "minutes": view.minutes.iter().map(minute_json).collect::<Vec<_>>(),
+    }))
+}
+
+fn lift_cause(cause: &LiftCause) -> (&'static str, Option<&str>) {
+    match cause {
+        LiftCause::Manual => ("manual", None),
+        LiftCause::Expired => ("expiry", None),
+        LiftCause::Replica(r) => ("replica", Some(r.as_str())),
+    }
+}
+
+fn event_json(entry: &Entry) -> Value {
+    let time = rfc3339_ms(entry.at_ms);
+    match &entry.event {
+        Event::Reloaded {
+            version,
+            changes,
+            warnings,
+        } => json!({
+            "time": time, "kind": "reload", "version": version,
+            "changes": changes, "warnings": warnings,
+        }),
+        Event::Rejected { kept, errors } => json!({
+            "time": time, "kind": "reload_rejected", "version_kept": kept, "errors": errors,
+        }),
+        Event::Switch {
+            name,
+            paused,
+            until,
+            cause,
+        } => json!({
+            "time": time, "kind": "switch", "name": name, "paused": paused,
+            "until": until.map(rfc3339),
+            "by": match cause { SwitchCause::Reload => "reload", SwitchCause::Expiry => "expiry" },
+        }),
+        Event::Banned {
+            net,
+            automatic,
+            replica,
+            reason,
+            until,
+            distinct_tokens,
+        } => json!({
+            "time": time, "kind": "ban", "net": net.to_string(),
+            "source": if *automatic { "automatic" } else { "manual" },
+            "replica": replica, "reason": reason, "until": rfc3339(*until),
+            "distinct_tokens": distinct_tokens,
+        }),
+        Event::Lifted { net, cause, reason } => {
+            let (by, replica) = lift_cause(cause);
+            json!({
+                "time": time, "kind": "ban_lifted", "net": net.to_string(), "by": by,
+                "replica": replica, "reason": reason,
+            })
+        }
+        Event::Expired { rule, name, reason } => json!({
+            "time": time, "kind": "expired", "rule": rule, "name": name, "reason": reason,
+        }),
+        Event::Alert {
+            kind,
+            outcome,
+            text,
+        } => {
+            let (sent, status, error) = match outcome {
+                AlertOutcome::Sent(status) => (true, Some(*status), None),
+                AlertOutcome::Failed(why) => (false, None, Some(why.as_str())),
+            };
+            json!({
+                "time": time, "kind": "alert", "alert": kind, "sent": sent, "status": status,
+                "error": error, "text": text,
+            })
+        }
+        Event::Many { tally, count, top } => {
+            let top: Vec<Value> = top
+                .iter()
+                .map(|(net, n)| json!({ "prefix": net.to_string(), "count": n }))
+                .collect();
+            let minute = rfc3339(entry.at_ms.div_euclid(60_000) * 60);
+            match tally {
+                Tally::Banned { automatic, replica } => json!({
+                    "time": time, "kind": "bans", "minute": minute, "count": count,
+                    "source": if *automatic { "automatic" } else { "manual" },
+                    "from_replicas": replica, "top_prefixes": top,
+                }),
+                Tally::Lifted(by) => json!({
+                    "time": time, "kind": "bans_lifted", "minute": minute, "count": count,
+                    "by": match by { 0 => "manual", 1 => "expiry", _ => "replica" },
+                    "top_prefixes": top,
+                }),
+                Tally::Expired(rule) => json!({
+                    "time": time, "kind": "expiries", "minute": minute, "count": count,
+                    "rule": rule,
+                }),
+            }
+        }
+    }
+}
+
+fn minute_json(row: &MinuteRow) -> Value {
+    let upstream: u64 = UPSTREAM_REASONS.iter().map(|&i| row.reasons[i]).sum();
+    let denials: u64 = row.reasons.iter().sum::<u64>() - upstream;
+    let by_reason: serde_json::Map<String, Value> = REASONS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !UPSTREAM_REASONS.contains(i) && row.reasons[*i] > 0)
+        .map(|(i, r)| (r.to_string(), Value::from(row.reasons[i])))
+        .collect();
+    json!({
+        "minute": rfc3339(row.minute * 60),
+        "requests": row.requests,
+        "denials": denials,
+        "by_reason": by_reason,
+        "upstream_errors": upstream,
+        "app_errors": row.app_errors,
+        "partial": row.partial,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_upstream_reasons_are_the_502_and_the_504() {
+        let names = super::UPSTREAM_REASONS.map(|i| super::REASONS[i]);
+        assert_eq!(names, ["upstream_unavailable", "upstream_timeout"]);
+    }
 }

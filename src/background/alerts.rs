@@ -39,6 +39,7 @@ use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshots;
 use crate::telemetry::alerts::{Alerts, Kind, Outcome, PrefixBan};
 use crate::telemetry::log::{Level, LogHandle, Record};
+use crate::telemetry::timeline::AlertOutcome;
 use crate::telemetry::Telemetry;
 
 /// How often the counters are evaluated.
@@ -253,6 +254,12 @@ pub async fn run(parts: Parts, shutdown: Shutdown) {
                 };
                 if let Err(mpsc::error::TrySendError::Full(job)) = tx.try_send(job) {
                     parts.alerts.counted(kind, Outcome::Dropped);
+                    parts.telemetry.timeline.alert(
+                        now.unix_ms(),
+                        kind.name(),
+                        AlertOutcome::Failed("the alert queue is full".to_string()),
+                        &job.alert.text,
+                    );
                     log_failure(
                         &parts.telemetry.log,
                         now.instant(),
@@ -280,6 +287,12 @@ async fn send_all(parts: Parts, mut rx: mpsc::Receiver<Job>) {
         match tokio::time::timeout(job.timeout, post(&job.webhook, &job.alert.text)).await {
             Ok(Ok(status)) => {
                 parts.alerts.counted(kind, Outcome::Sent);
+                parts.telemetry.timeline.alert(
+                    parts.clock.now().unix_ms(),
+                    kind.name(),
+                    AlertOutcome::Sent(status),
+                    &job.alert.text,
+                );
                 log.log(
                     Record::new(Level::Notice, "Shield alert sent")
                         .with("kind", kind.name())
@@ -289,7 +302,14 @@ async fn send_all(parts: Parts, mut rx: mpsc::Receiver<Job>) {
             }
             Ok(Err(why)) => {
                 parts.alerts.counted(kind, Outcome::Failed);
-                log_failure(log, parts.clock.now().instant(), &job, &why);
+                let now = parts.clock.now();
+                parts.telemetry.timeline.alert(
+                    now.unix_ms(),
+                    kind.name(),
+                    AlertOutcome::Failed(why.clone()),
+                    &job.alert.text,
+                );
+                log_failure(log, now.instant(), &job, &why);
             }
             Err(_) => {
                 parts.alerts.counted(kind, Outcome::Failed);
@@ -297,7 +317,14 @@ async fn send_all(parts: Parts, mut rx: mpsc::Receiver<Job>) {
                     "no answer within {}",
                     crate::units::format_duration(job.timeout)
                 );
-                log_failure(log, parts.clock.now().instant(), &job, &why);
+                let now = parts.clock.now();
+                parts.telemetry.timeline.alert(
+                    now.unix_ms(),
+                    kind.name(),
+                    AlertOutcome::Failed(why.clone()),
+                    &job.alert.text,
+                );
+                log_failure(log, now.instant(), &job, &why);
             }
         }
     }

@@ -11,6 +11,7 @@ use crate::defence::Defence;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshots;
 use crate::telemetry::log::{Level, LogHandle, Record};
+use crate::telemetry::timeline::{LiftCause, SwitchCause, Timeline};
 
 use super::state_file::StateFile;
 
@@ -29,6 +30,8 @@ pub struct Parts {
     pub defence: Arc<Defence>,
     /// Where expiries and save failures are written.
     pub log: LogHandle,
+    /// Where expiries are recorded for the incident's record.
+    pub timeline: Arc<Timeline>,
     /// The time.
     pub clock: SharedClock,
 }
@@ -68,10 +71,12 @@ pub async fn run(parts: Parts, shutdown: Shutdown) {
 }
 
 /// Writes `Temporary rule expired` for every ban, limit and switch whose `until` fell in
-/// `(from, to]`; ended bans are removed.
+/// `(from, to]`, and records each in the timeline at its `until`; ended bans are removed.
 pub fn log_expired(parts: &Parts, from: i64, to: i64) {
     let log = &parts.log;
+    let timeline = &parts.timeline;
     for ban in parts.defence.bans.expire(to) {
+        timeline.lifted(ban.until.saturating_mul(1000), &ban, LiftCause::Expired);
         log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "ban")
@@ -89,6 +94,12 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
         ("allowlist", &lists.allowlist),
     ] {
         for (net, entry) in list.expiring_between(from, to) {
+            timeline.expired(
+                entry.until.unwrap_or(to).saturating_mul(1000),
+                kind,
+                &net.to_string(),
+                entry.reason.as_deref().unwrap_or(""),
+            );
             log.log(
                 Record::new(Level::Notice, "Temporary rule expired")
                     .with("kind", kind)
@@ -100,6 +111,12 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
     }
     for entry in lists.revoked.expiring_between(from, to) {
         // A revoked token's entry is named by its line, never by the token.
+        timeline.expired(
+            entry.until.unwrap_or(to).saturating_mul(1000),
+            "revoked_token",
+            &format!("line {}", entry.line),
+            entry.reason.as_deref().unwrap_or(""),
+        );
         log.log(
             Record::new(Level::Notice, "Temporary rule expired")
                 .with("kind", "revoked_token")
@@ -110,6 +127,12 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
     }
     let limits = &config.limits;
     for (i, l) in limits.iter().enumerate().filter(|(_, l)| ended(l.until)) {
+        timeline.expired(
+            l.until.unwrap_or(to).saturating_mul(1000),
+            "limit",
+            &l.name,
+            "",
+        );
         let mut record = Record::new(Level::Notice, "Temporary rule expired")
             .with("kind", "limit")
             .with("name", l.name.as_str())
@@ -135,6 +158,14 @@ pub fn log_expired(parts: &Parts, from: i64, to: i64) {
             // An unpaused temporary switch changed nothing while it lasted.
             continue;
         }
+        // The permanent switch of that name, if there is one, applies again.
+        timeline.switch(
+            w.until.unwrap_or(to).saturating_mul(1000),
+            &w.name,
+            permanent.is_some_and(|p| p.paused),
+            None,
+            SwitchCause::Expiry,
+        );
         let mut record = Record::new(Level::Notice, "Temporary rule expired")
             .with("kind", "switch")
             .with("name", w.name.as_str())
@@ -225,16 +256,19 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
+        let timeline = Arc::new(Timeline::default());
         let defence = Arc::new(Defence::new(
             Arc::new(Bans::new()),
             sink.handle(),
             Arc::new(Alerts::default()),
+            timeline.clone(),
             None,
         ));
         let parts = Parts {
             snapshots,
             defence,
             log: sink.handle(),
+            timeline: timeline.clone(),
             clock: clock.clone(),
         };
         let (stop, shutdown) = crate::shutdown::pair();
@@ -257,6 +291,25 @@ mod tests {
         assert!(
             lines.iter().all(|l| l.starts_with("[2026-11-27 18:00:")),
             "{lines:?}"
+        );
+        // And the timeline has it at the entry's end.
+        let view = timeline.view(
+            &crate::telemetry::recent::Rates::default(),
+            0,
+            1_795_802_410_000,
+        );
+        assert!(
+            matches!(
+                &view.events[..],
+                [crate::telemetry::timeline::Entry {
+                    at_ms: 1_795_802_405_000,
+                    event: crate::telemetry::timeline::Event::Expired {
+                        rule: "blocklist",
+                        ..
+                    },
+                }]
+            ),
+            "{view:?}"
         );
     }
 }

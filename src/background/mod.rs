@@ -5,6 +5,7 @@
 //!   pruned.
 //! - [`alerts`]: the webhook, fed by counters the request path keeps anyway.
 //! - [`probe`]: the app's liveness for `/readyz` when no guest traffic flows.
+//! - [`timeline`]: the incident record's per-minute rows, copied from the request counters.
 //!
 //! [`Shutdown`]: crate::shutdown::Shutdown
 
@@ -13,3 +14,4 @@ pub mod housekeeping;
 pub mod probe;
 pub mod reload;
 pub mod state_file;
+pub mod timeline;

@@ -10,6 +10,7 @@ use crate::config::{self, ConfigError, FileStamp};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Publisher, Snapshot, Snapshots};
 use crate::telemetry::log::{Level, Record, Value};
+use crate::telemetry::timeline::SwitchCause;
 use crate::telemetry::Telemetry;
 
 /// What a reload did.
@@ -123,11 +124,17 @@ fn reload_unrecorded(inner: &Inner) -> Outcome {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let current = inner.snapshots.load_full();
-    let now = inner.clock.now().unix();
+    let at = inner.clock.now();
+    let now = at.unix();
     let path = current.loaded.path.clone();
-    let rejected = |errors| Outcome::Rejected {
-        errors,
-        kept: current.version,
+    let timeline = &inner.telemetry.timeline;
+    let rejected = |errors: Vec<ConfigError>| {
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        timeline.rejected(at.unix_ms(), current.version, &texts);
+        Outcome::Rejected {
+            errors,
+            kept: current.version,
+        }
     };
     let mut loaded = match config::load_with(&path, Some(&current.loaded.lists), now) {
         Ok(l) => l,
@@ -235,6 +242,11 @@ fn reload_unrecorded(inner: &Inner) -> Outcome {
     for (name, o, n) in [
         ("log.file", &old.log.file, &new.log.file),
         ("log.channel", &old.log.channel, &new.log.channel),
+        (
+            "log.access_file",
+            &old.log.access_file,
+            &new.log.access_file,
+        ),
     ] {
         if o != n {
             warnings.push(format!(
@@ -244,6 +256,13 @@ fn reload_unrecorded(inner: &Inner) -> Outcome {
     }
     if old.log.format != new.log.format || old.log.timezone != new.log.timezone {
         warnings.push("log.format and log.timezone changes apply on restart".to_string());
+    }
+    if old.log.access != new.log.access {
+        warnings.push(format!(
+            "log.access changed to {} but stays {} until restart",
+            access_word(new.log.access),
+            access_word(old.log.access)
+        ));
     }
     if old.cluster != new.cluster {
         warnings.push(match &new.cluster {
@@ -258,6 +277,7 @@ fn reload_unrecorded(inner: &Inner) -> Outcome {
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
+    let flips = switch_flips(&old.switches, &new.switches);
     // Serialise reloads: whoever triggered it (signal, file watch, admin), one at a time.
     let version = current.version + 1;
     let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current), now) {
@@ -272,10 +292,22 @@ fn reload_unrecorded(inner: &Inner) -> Outcome {
         }
     };
     publisher.publish(snapshot);
+    timeline.reloaded(at.unix_ms(), version, &changes, &warnings);
+    for (name, paused, until) in flips {
+        timeline.switch(at.unix_ms(), &name, paused, until, SwitchCause::Reload);
+    }
     Outcome::Applied {
         version,
         changes,
         warnings,
+    }
+}
+
+/// `[log] access` as written.
+fn access_word(a: crate::telemetry::access::AccessFormat) -> &'static str {
+    match a {
+        crate::telemetry::access::AccessFormat::Off => "\"off\"",
+        crate::telemetry::access::AccessFormat::Json => "\"json\"",
     }
 }
 
@@ -394,6 +426,30 @@ fn reload_logged(inner: &Inner) -> Outcome {
         }
     }
     outcome
+}
+
+/// The switches a reload pauses or resumes, as [`switch_changes`] words them: name, paused
+/// from now on, and until when (a temporary pause).
+fn switch_flips(
+    old: &[crate::config::schema::SwitchSpec],
+    new: &[crate::config::schema::SwitchSpec],
+) -> Vec<(String, bool, Option<i64>)> {
+    let mut out = Vec::new();
+    for n in new {
+        let was_paused = old
+            .iter()
+            .find(|o| o.name == n.name)
+            .is_some_and(|o| o.paused);
+        if was_paused != n.paused {
+            out.push((n.name.clone(), n.paused, n.until.filter(|_| n.paused)));
+        }
+    }
+    for o in old {
+        if o.paused && !new.iter().any(|n| n.name == o.name) {
+            out.push((o.name.clone(), false, None));
+        }
+    }
+    out
 }
 
 fn switch_changes(

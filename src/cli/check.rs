@@ -136,6 +136,16 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         c.log.channel,
         c.log.timezone.iana_name().unwrap_or("UTC")
     );
+    if c.log.access == crate::telemetry::access::AccessFormat::Json {
+        println!(
+            "  access log  {} (json, one line per answer)",
+            if c.log.access_file == "-" {
+                "stdout"
+            } else {
+                &c.log.access_file
+            }
+        );
+    }
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     say!("  routes      {}", routes.join(", "));
     for (i, l) in c.limits.iter().enumerate() {

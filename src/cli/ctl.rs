@@ -180,6 +180,11 @@ pub enum Action {
         /// The banned address or network.
         cidr: String,
     },
+    /// Print the incident's record since `since`, as Markdown for the ticket.
+    Timeline {
+        /// How far back (at most the 48 h kept).
+        since: String,
+    },
 }
 
 /// The variable the bearer token is read from when the configuration names none.
@@ -294,6 +299,10 @@ pub async fn ctl(
                 serde_json::json!({ "cidr": cidr, "for": duration, "reason": reason }).to_string();
             client.call("POST", "/admin/bans", Some(&body)).await?
         }
+        Action::Timeline { since } => {
+            let path = format!("/admin/timeline?since={}", encode(since));
+            client.call("GET", &path, None).await?
+        }
         Action::Unban { cidr } => {
             let path = format!("/admin/bans?cidr={}", encode(cidr));
             client.call("DELETE", &path, None).await?
@@ -354,6 +363,7 @@ fn print_human(action: &Action, body: &str, now: i64) {
         Action::Status => print_status(&v, now),
         Action::Denials { since } => print_denials(body, since),
         Action::Offenders { .. } => print_offenders(&v),
+        Action::Timeline { .. } => print!("{}", crate::cli::timeline::markdown(&v)),
         Action::Reload => {
             say!("Reloaded: version {} is in force.", v["version"]);
             let changes = v["changes"].as_array().cloned().unwrap_or_default();

@@ -6,6 +6,7 @@
 //! - [`demo`]: the shipped configuration in front of the stand-in.
 //! - [`ctl`]: the admin API's client and what each action prints (and `healthcheck`).
 //! - [`kuma`]: the Uptime Kuma import file.
+//! - [`timeline`]: `ctl timeline`'s Markdown for the incident ticket.
 
 pub mod check;
 pub mod ctl;
@@ -13,3 +14,4 @@ pub mod demo;
 pub mod kuma;
 pub mod out;
 pub mod run;
+pub mod timeline;

@@ -220,6 +220,8 @@ pub struct Parts {
     pub bans: Arc<Bans>,
     /// The log.
     pub log: LogHandle,
+    /// The incident's record: bans adopted from and lifted by other replicas.
+    pub timeline: std::sync::Arc<crate::telemetry::timeline::Timeline>,
     /// The guessing rules and the offence callback.
     pub guessing: Arc<dyn Guessing>,
 }

@@ -211,7 +211,18 @@ async fn full_sync(parts: &Parts, cluster: &Cluster) {
             continue;
         }
         present.insert(crate::policy::client_ip::canonical_net(ban.net).trunc());
-        parts.bans.adopt(ban, forget, now);
+        let kept = ban.clone();
+        // Adopted: made elsewhere (or before a restart here) and new to this replica.
+        if parts.bans.adopt(ban, forget, now) {
+            let from = kept
+                .origin
+                .as_deref()
+                .filter(|o| *o != cluster.settings.name)
+                .unwrap_or("cluster sync");
+            parts
+                .timeline
+                .banned(now.saturating_mul(1000), &kept, Some(from));
+        }
     }
     if !ended.is_empty() {
         let _ = cluster
@@ -241,6 +252,11 @@ async fn full_sync(parts: &Parts, cluster: &Cluster) {
             continue;
         }
         if parts.bans.lift(ban.net).is_some() {
+            parts.timeline.lifted(
+                now.saturating_mul(1000),
+                &ban,
+                crate::telemetry::timeline::LiftCause::Replica("cluster sync".to_string()),
+            );
             parts.log.log(
                 Record::new(Level::Notice, "Ban lifted")
                     .with("net", ban.net.to_string())
@@ -353,7 +369,15 @@ pub fn apply(parts: &Parts, cluster: &Cluster, payload: &str) {
             if ban.origin.as_deref() == Some(cluster.settings.name.as_str()) {
                 return;
             }
-            parts.bans.adopt(ban, parts.forget_after(), now);
+            let origin = ban.origin.clone();
+            let kept = ban.clone();
+            if parts.bans.adopt(ban, parts.forget_after(), now) {
+                parts.timeline.banned(
+                    now.saturating_mul(1000),
+                    &kept,
+                    origin.as_deref().or(Some("another replica")),
+                );
+            }
         }
         Event::Unban { net, origin } => {
             if origin == cluster.settings.name {
@@ -363,6 +387,11 @@ pub fn apply(parts: &Parts, cluster: &Cluster, payload: &str) {
                 return;
             };
             if let Some(ban) = parts.bans.lift(net) {
+                parts.timeline.lifted(
+                    now.saturating_mul(1000),
+                    &ban,
+                    crate::telemetry::timeline::LiftCause::Replica(origin.clone()),
+                );
                 parts.log.log(
                     Record::new(Level::Notice, "Ban lifted")
                         .with("net", net.to_string())

@@ -95,6 +95,8 @@ pub struct FileLog {
     pub channel: Option<Field<String>>,
     pub timezone: Option<Field<String>>,
     pub token_preview: Option<Field<i64>>,
+    pub access: Option<Field<String>>,
+    pub access_file: Option<Field<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

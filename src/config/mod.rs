@@ -512,6 +512,47 @@ mod tests {
     }
 
     #[test]
+    fn the_access_log_is_off_by_default_and_its_file_resolves_beside_the_config() {
+        use crate::telemetry::access::AccessFormat;
+        let loaded = parse(
+            "[server]\nupstream = \"http://a:1\"\n",
+            Path::new("etc/shield/joinshield.toml"),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.log.access, AccessFormat::Off);
+        assert_eq!(loaded.config.log.access_file, "-");
+        let loaded = parse(
+            "[server]\nupstream = \"http://a:1\"\n[log]\naccess = \"json\"\naccess_file = \"logs/access.log\"\n",
+            Path::new("etc/shield/joinshield.toml"),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.log.access, AccessFormat::Json);
+        assert_eq!(loaded.config.log.access_file, "etc/shield/logs/access.log");
+    }
+
+    #[test]
+    fn a_bad_access_setting_or_a_shared_file_is_refused_with_its_line() {
+        let keys = |text: &str| -> Vec<(String, Option<usize>)> {
+            errors(text).into_iter().map(|e| (e.key, e.line)).collect()
+        };
+        assert_eq!(
+            keys("[server]\nupstream = \"http://a:1\"\n[log]\naccess = \"combined\"\naccess_file = \"\"\n"),
+            vec![
+                ("log.access".to_string(), Some(4)),
+                ("log.access_file".to_string(), Some(5)),
+            ]
+        );
+        assert_eq!(
+            keys("[server]\nupstream = \"http://a:1\"\n[log]\nfile = \"shield.log\"\naccess = \"json\"\naccess_file = \"shield.log\"\n"),
+            vec![("log.access_file".to_string(), Some(6))]
+        );
+        // Both on stdout is allowed (a container's log): the lines tell themselves apart.
+        assert!(
+            errors("[server]\nupstream = \"http://a:1\"\n[log]\naccess = \"json\"\n").is_empty()
+        );
+    }
+
+    #[test]
     fn tls_keys_are_checked_together_and_every_mistake_reported() {
         let keys = |text: &str| -> Vec<(String, Option<usize>)> {
             errors(text).into_iter().map(|e| (e.key, e.line)).collect()

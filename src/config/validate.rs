@@ -13,6 +13,7 @@ use super::schema::*;
 use crate::policy::classify::RouteSpec;
 use crate::policy::guessing::{EnumerationSettings, MAX_DISTINCT};
 use crate::policy::limits::{KeyKind, Mode};
+use crate::telemetry::access::AccessFormat;
 use crate::telemetry::log::{Format, LogConfig};
 use crate::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
 use std::num::NonZeroU32;
@@ -480,18 +481,67 @@ fn validate_log(
         errors.unknown(
             "log",
             &l.unknown,
-            &["file", "format", "channel", "timezone", "token_preview"],
+            &[
+                "file",
+                "format",
+                "channel",
+                "timezone",
+                "token_preview",
+                "access",
+                "access_file",
+            ],
         );
     }
+    let resolve = |f: String| {
+        if f == "-" {
+            f
+        } else {
+            base.join(f).to_string_lossy().into_owned()
+        }
+    };
     let log_file = errors
         .get("log.file", &l.and_then(|l| l.file.clone()), "-".to_string())
-        .map(|f| {
-            if f == "-" {
-                f
-            } else {
-                base.join(f).to_string_lossy().into_owned()
-            }
-        });
+        .map(resolve);
+    let access = errors.parsed(
+        "log.access",
+        &l.and_then(|l| l.access.clone()),
+        AccessFormat::Off,
+        |t| match t {
+            "off" => Ok(AccessFormat::Off),
+            "json" => Ok(AccessFormat::Json),
+            other => Err(format!(
+                "{other:?} is not an access log format: write \"off\" or \"json\""
+            )),
+        },
+    );
+    let access_file = errors
+        .parsed(
+            "log.access_file",
+            &l.and_then(|l| l.access_file.clone()),
+            "-".to_string(),
+            |t| {
+                if t.trim().is_empty() {
+                    Err(
+                        "an empty path: write \"-\" for stdout or a file such as \"access.log\""
+                            .to_string(),
+                    )
+                } else {
+                    Ok(t.to_string())
+                }
+            },
+        )
+        .map(resolve);
+    if let (Some(AccessFormat::Json), Some(log), Some(access)) = (&access, &log_file, &access_file)
+    {
+        if access != "-" && access == log {
+            errors.push(
+                "log.access_file",
+                format!(
+                    "{access:?} is also [log] file: the access log needs a file of its own (e.g. \"access.log\"), or \"-\" for stdout"
+                ),
+            );
+        }
+    }
     let format = errors.parsed(
         "log.format",
         &l.and_then(|l| l.format.clone()),
@@ -547,6 +597,8 @@ fn validate_log(
         channel: channel?,
         timezone: timezone?,
         token_preview: token_preview?,
+        access: access?,
+        access_file: access_file?,
     })
 }
 

@@ -32,7 +32,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::proxy::door::{Busy, ConnSlot, Ticket};
 use crate::proxy::linger;
-use crate::proxy::respond::Body;
+use crate::proxy::sent::SentBody;
 use crate::proxy::stall::WriteStall;
 use crate::proxy::Parts;
 use crate::shutdown::Shutdown;
@@ -222,7 +222,7 @@ async fn serve_http1<T: GuestIo>(
 
 /// Whether the shield's answer ends the connection (it set `Connection: close` itself: the
 /// app's hop-by-hop headers never reach the client).
-fn says_close(resp: &Response<Body>) -> bool {
+fn says_close<B>(resp: &Response<B>) -> bool {
     resp.headers()
         .get(header::CONNECTION)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
@@ -261,13 +261,13 @@ fn pending(tcp: &TcpStream) -> bool {
 /// An answer's body that keeps its request in flight until it is done (hyper drops it once
 /// written whole, or when the connection fails).
 pub(crate) struct Tracked {
-    body: Body,
+    body: SentBody,
     _busy: Busy,
 }
 
 impl HttpBody for Tracked {
-    type Data = <Body as HttpBody>::Data;
-    type Error = <Body as HttpBody>::Error;
+    type Data = <SentBody as HttpBody>::Data;
+    type Error = <SentBody as HttpBody>::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,

@@ -348,7 +348,10 @@ mod tests {
             16,
         )
         .unwrap();
-        Arc::new(Door::new(max, Arc::new(Telemetry::new(sink.handle()))))
+        Arc::new(Door::new(
+            max,
+            Arc::new(Telemetry::new(sink.handle(), None)),
+        ))
     }
 
     fn client(ip: &str) -> PerIp {

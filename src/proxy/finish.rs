@@ -1,7 +1,10 @@
 //! The one exit: every answer, the app's or the shield's, leaves through [`finish`], which
 //! meters it, records it, logs it (a denial; shadow limits' would-be denials too), observes it
-//! for the guessing counters, and has `respond.rs` make it, exactly once. No phase meters,
-//! records or logs an answer itself.
+//! for the guessing counters, has `respond.rs` make it, and, with the access log on, gives its
+//! body the answer's access record (written when the answer ends, `proxy/sent.rs`), exactly
+//! once. No phase meters, records or logs an answer itself.
+
+use std::time::Duration;
 
 use http::{HeaderValue, Response};
 
@@ -10,8 +13,10 @@ use crate::policy::denial::Denial;
 use crate::policy::limits::Exceeded;
 use crate::proxy::forward::Forwarded;
 use crate::proxy::request::RequestCtx;
-use crate::proxy::respond::{self, Body};
+use crate::proxy::respond;
+use crate::proxy::sent::SentBody;
 use crate::proxy::{observe, Parts};
+use crate::telemetry::access::AccessRecord;
 use crate::telemetry::denial_line::log_denial;
 
 /// How a request ended.
@@ -24,16 +29,72 @@ pub(crate) enum Outcome {
     Forwarded(Forwarded),
 }
 
+/// What the access line says about how the request ended, beyond its status.
+struct Ended {
+    /// The shield's reason for answering itself; `None` for the app's answer.
+    reason: Option<&'static str>,
+    /// The time spent on the upstream exchange, when there was one.
+    upstream: Option<Duration>,
+}
+
 /// Meters, records and logs the answer to `ctx` once, and makes it. `shadowed` are the shadow
 /// limits the request exceeded on its way (it went on all the same); `unread_body` says whether
-/// the request's body was still unread when the shield answered it itself.
+/// the request's body was still unread when the shield answered it itself. The context is
+/// taken: with the access log on, its path, token and request id move into the access record.
 pub(crate) fn finish(
+    parts: &Parts,
+    ctx: RequestCtx,
+    shadowed: Vec<Exceeded>,
+    unread_body: bool,
+    outcome: Outcome,
+) -> Response<SentBody> {
+    let (resp, ended) = answer(parts, &ctx, shadowed, unread_body, outcome);
+    let resp = if ctx.https {
+        // Every answer over HTTPS, the app's or the shield's, carries the configured HSTS.
+        respond::with_hsts(resp, ctx.snap.loaded.config.server.hsts.as_ref())
+    } else {
+        resp
+    };
+    // The access log's one branch: off, nothing more happens here.
+    let access = parts.telemetry.access.as_ref().map(|log| {
+        let status = resp.status().as_u16();
+        (log.clone(), Box::new(access_record(ctx, status, ended)))
+    });
+    resp.map(|body| SentBody::new(body, access))
+}
+
+/// The access record of the answer `status` to `ctx` (its bytes are counted as it streams).
+fn access_record(ctx: RequestCtx, status: u16, ended: Ended) -> AccessRecord {
+    let keep = ctx.snap.loaded.config.log.token_preview;
+    AccessRecord {
+        at_us: ctx.now.unix_micros(),
+        ip: ctx.client,
+        route: ctx.snap.meters.name(ctx.class).cloned(),
+        keep: u8::try_from(keep).unwrap_or(u8::MAX),
+        method: ctx.method,
+        uri: ctx.uri,
+        token: ctx.token,
+        request_id: ctx.request_id,
+        version: ctx.version,
+        tls: ctx.https,
+        status,
+        reason: ended.reason,
+        upstream_us: ended
+            .upstream
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        bytes: 0,
+        complete: false,
+    }
+}
+
+/// Meters, records, logs and observes the answer, and makes it.
+fn answer(
     parts: &Parts,
     ctx: &RequestCtx,
     shadowed: Vec<Exceeded>,
     unread_body: bool,
     outcome: Outcome,
-) -> Response<Body> {
+) -> (Response<respond::Body>, Ended) {
     let telemetry = &parts.telemetry;
     let meter = ctx.snap.meters.get(ctx.class);
     let keep = ctx.snap.loaded.config.log.token_preview;
@@ -54,21 +115,32 @@ pub(crate) fn finish(
         meter.shadowed(&hit);
         log(&hit, true, ctx.now);
     }
-    let resp = match outcome {
+    match outcome {
         Outcome::Redirected(location) => {
             meter.answered(308);
             telemetry
                 .recent
-                .record_answer(ctx.guest(), false, 308, ctx.now.unix_ms());
-            respond::redirect(location, &ctx.request_id, unread_body)
+                .record_answer(ctx.guest(), false, 308, None, ctx.now.unix_ms());
+            let ended = Ended {
+                reason: Some("https_redirect"),
+                upstream: None,
+            };
+            (
+                respond::redirect(location, &ctx.request_id, unread_body),
+                ended,
+            )
         }
         Outcome::Denied(denial) => {
             meter.refused(&denial);
             log(&denial, false, ctx.now);
             let status = denial.status().as_u16();
-            telemetry
-                .recent
-                .record_answer(ctx.guest(), false, status, ctx.now.unix_ms());
+            telemetry.recent.record_answer(
+                ctx.guest(),
+                false,
+                status,
+                Some(&denial),
+                ctx.now.unix_ms(),
+            );
             if denial == Denial::InvalidToken {
                 // A malformed token is a failed guess too, answered without asking the app.
                 observe::failed_token(parts, ctx);
@@ -82,7 +154,14 @@ pub(crate) fn finish(
                     denial,
                     Denial::BadRequest(_) | Denial::Blocked | Denial::Banned { .. }
                 );
-            respond::denial(&denial, &ctx.request_id, close, ctx.now.unix())
+            let ended = Ended {
+                reason: Some(denial.code()),
+                upstream: None,
+            };
+            (
+                respond::denial(&denial, &ctx.request_id, close, ctx.now.unix()),
+                ended,
+            )
         }
         Outcome::Forwarded(Forwarded::Answered {
             response,
@@ -95,10 +174,14 @@ pub(crate) fn finish(
             observe::app_answered(parts, ctx, status);
             telemetry
                 .recent
-                .record_answer(ctx.guest(), true, status, at.unix_ms());
-            respond::forwarded(response, &ctx.request_id)
+                .record_answer(ctx.guest(), true, status, None, at.unix_ms());
+            let ended = Ended {
+                reason: None,
+                upstream: Some(latency),
+            };
+            (respond::forwarded(response, &ctx.request_id), ended)
         }
-        Outcome::Forwarded(Forwarded::Failed { error, at }) => {
+        Outcome::Forwarded(Forwarded::Failed { error, latency, at }) => {
             let denial = respond::failure(error);
             meter.refused(&denial);
             telemetry.meters.upstream_failed(&denial);
@@ -106,21 +189,20 @@ pub(crate) fn finish(
             let status = denial.status().as_u16();
             telemetry
                 .recent
-                .record_answer(ctx.guest(), true, status, at.unix_ms());
+                .record_answer(ctx.guest(), true, status, Some(&denial), at.unix_ms());
+            let ended = Ended {
+                reason: Some(denial.code()),
+                upstream: Some(latency),
+            };
             // A body cut off at max_body, stalled or broken is still partly unread: close
             // after answering.
-            respond::denial(
+            let resp = respond::denial(
                 &denial,
                 &ctx.request_id,
                 error.leaves_body_unread(),
                 at.unix(),
-            )
+            );
+            (resp, ended)
         }
-    };
-    if ctx.https {
-        // Every answer over HTTPS, the app's or the shield's, carries the configured HSTS.
-        respond::with_hsts(resp, ctx.snap.loaded.config.server.hsts.as_ref())
-    } else {
-        resp
     }
 }

@@ -76,10 +76,12 @@ pub(crate) enum Forwarded {
         /// When the head arrived.
         at: Now,
     },
-    /// No answer; noticed at `at`.
+    /// No answer; noticed `latency` after the request was sent, at `at`.
     Failed {
         /// Why.
         error: ForwardError,
+        /// From sending to the failure.
+        latency: Duration,
         /// When.
         at: Now,
     },
@@ -111,13 +113,14 @@ pub(crate) async fn forward(parts: &Parts, ctx: &RequestCtx, req: Request<Incomi
         .send(up, server.upstream_timeout, &body_waiting)
         .await;
     let at = parts.clock.now();
+    let latency = at.instant().saturating_duration_since(sent.instant());
     match result {
         Ok(response) => Forwarded::Answered {
             response,
-            latency: at.instant().saturating_duration_since(sent.instant()),
+            latency,
             at,
         },
-        Err(error) => Forwarded::Failed { error, at },
+        Err(error) => Forwarded::Failed { error, latency, at },
     }
 }
 

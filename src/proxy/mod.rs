@@ -27,6 +27,7 @@ pub(crate) mod pipeline;
 pub(crate) mod redirect;
 pub(crate) mod request;
 pub(crate) mod respond;
+pub(crate) mod sent;
 pub(crate) mod stall;
 pub(crate) mod tls;
 

@@ -12,7 +12,7 @@ use crate::policy::decide::decide;
 use crate::policy::limits::{Exceeded, Settled};
 use crate::proxy::finish::{finish, Outcome};
 use crate::proxy::request::RequestCtx;
-use crate::proxy::respond::Body;
+use crate::proxy::sent::SentBody;
 use crate::proxy::{forward, framing, redirect, Parts};
 
 /// Answers one request from `peer`; `https` says whether it came over TLS.
@@ -21,7 +21,7 @@ pub(crate) async fn answer(
     peer: IpAddr,
     https: bool,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Response<SentBody> {
     let ctx = RequestCtx::new(parts, peer, https, &req);
     let unread_body = framing::has_body(&req);
     let mut shadowed = Vec::new();
@@ -29,7 +29,7 @@ pub(crate) async fn answer(
         Some(outcome) => outcome,
         None => Outcome::Forwarded(forward::forward(parts, &ctx, req).await),
     };
-    finish(parts, &ctx, shadowed, unread_body, outcome)
+    finish(parts, ctx, shadowed, unread_body, outcome)
 }
 
 /// Everything before forwarding: framing, the redirect, the settling and the decision. `None`

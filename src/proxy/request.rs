@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderValue, Method, Request, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::clock::Now;
@@ -46,6 +46,8 @@ pub(crate) struct RequestCtx {
     pub method: Method,
     /// See `method`.
     pub uri: Uri,
+    /// The HTTP version the client spoke.
+    pub version: Version,
 }
 
 impl RequestCtx {
@@ -79,6 +81,7 @@ impl RequestCtx {
             allowlisted,
             method: req.method().clone(),
             uri: req.uri().clone(),
+            version: req.version(),
             snap,
         }
     }

@@ -287,6 +287,11 @@ impl RouteMeters {
             .unwrap_or(&self.other)
     }
 
+    /// The name of `class` (`None` outside every class), shared: cloning it is one count.
+    pub fn name(&self, class: Option<ClassId>) -> Option<&Arc<str>> {
+        class.and_then(|c| self.names.get(usize::from(c)))
+    }
+
     /// Enforced denials answered 429 or 403 ([`ALERTED_REASONS`]) over every route since the
     /// start: what the `denial_rate` alert watches. Read once a second, off the request path.
     pub fn denied_429_403(&self) -> u64 {

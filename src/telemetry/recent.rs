@@ -13,7 +13,8 @@
 //!   minute (n: that minute's total) is always held; a held count is over by at most its
 //!   `max_overcount`.
 //! - [`Rates`]: per-minute atomic counters of requests, denials, guest requests forwarded and
-//!   guest errors (the app's 5xx, or 502/504 when it could not be reached in time).
+//!   guest errors (the app's 5xx, or 502/504 when it could not be reached in time), and of the
+//!   shield's answers by reason and the app's 5xx (what the timeline keeps of each minute).
 
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
@@ -27,6 +28,7 @@ use ipnet::IpNet;
 
 use crate::policy::denial::{retry_after_secs, Denial};
 use crate::telemetry::denial_line::{log_message, Seen};
+use crate::telemetry::meters::REASONS;
 
 /// Denials kept in the ring.
 pub const RING_CAPACITY: usize = 100_000;
@@ -128,9 +130,23 @@ impl Recent {
     }
 
     /// Counts an answered request: `guest` when it matched a route class, `forwarded` when it
-    /// was sent to the app (else the shield denied it first), and the final status.
-    pub fn record_answer(&self, guest: bool, forwarded: bool, status: u16, now_ms: i64) {
-        self.rates.note(guest, forwarded, status, now_ms);
+    /// was sent to the app (else the shield denied it first), the final status, and the
+    /// shield's own answer when it made one (a denial, or the 502/504 of a failed exchange).
+    pub fn record_answer(
+        &self,
+        guest: bool,
+        forwarded: bool,
+        status: u16,
+        denial: Option<&Denial>,
+        now_ms: i64,
+    ) {
+        self.rates.note_answer(
+            guest,
+            forwarded,
+            status,
+            denial.map(crate::telemetry::meters::reason_index),
+            now_ms,
+        );
     }
 }
 
@@ -644,6 +660,22 @@ struct Minute {
     denials: AtomicU64,
     guest: AtomicU64,
     guest_errors: AtomicU64,
+    /// The shield's own answers by [`REASONS`] index.
+    reasons: [AtomicU64; REASONS.len()],
+    /// The app's own 5xx answers (any route).
+    app_errors: AtomicU64,
+}
+
+/// One minute's counts of answers, as [`Rates::minute`] reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MinuteCounts {
+    /// Requests answered.
+    pub requests: u64,
+    /// The shield's own answers by [`REASONS`] index (denials, and the 502/504 of the app
+    /// unreachable or too slow).
+    pub reasons: [u64; REASONS.len()],
+    /// The app's own 5xx answers.
+    pub app_errors: u64,
 }
 
 /// Per-minute request counters: a few relaxed atomic adds per request.
@@ -689,6 +721,19 @@ impl Rates {
 
     /// Counts one answered request.
     pub fn note(&self, guest: bool, forwarded: bool, status: u16, now_ms: i64) {
+        self.note_answer(guest, forwarded, status, None, now_ms);
+    }
+
+    /// Counts one answered request; `reason` is the [`REASONS`] index of the shield's own
+    /// answer, when it made one.
+    pub fn note_answer(
+        &self,
+        guest: bool,
+        forwarded: bool,
+        status: u16,
+        reason: Option<usize>,
+        now_ms: i64,
+    ) {
         let minute = minute_of(now_ms);
         let m = self.slot(minute);
         let seen = m.minute.load(Ordering::Acquire);
@@ -706,9 +751,22 @@ impl Rates {
                 m.denials.store(0, Ordering::Relaxed);
                 m.guest.store(0, Ordering::Relaxed);
                 m.guest_errors.store(0, Ordering::Relaxed);
+                for r in &m.reasons {
+                    r.store(0, Ordering::Relaxed);
+                }
+                m.app_errors.store(0, Ordering::Relaxed);
             }
         }
         m.requests.fetch_add(1, Ordering::Relaxed);
+        match reason.and_then(|r| m.reasons.get(r)) {
+            Some(cell) => {
+                cell.fetch_add(1, Ordering::Relaxed);
+            }
+            None if forwarded && status >= 500 => {
+                m.app_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
         if !forwarded {
             m.denials.fetch_add(1, Ordering::Relaxed);
         } else if guest {
@@ -717,6 +775,24 @@ impl Rates {
                 m.guest_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Minutes of counts kept: a minute older than this is gone (its slot reused).
+    pub const MINUTES: usize = RATE_MINUTES;
+
+    /// The counts of `minute` (Unix milliseconds / 60,000) so far, if its slot still holds it.
+    pub fn minute(&self, minute: i64) -> Option<MinuteCounts> {
+        let m = self.slot(minute);
+        if m.minute.load(Ordering::Acquire) != minute {
+            return None;
+        }
+        let counts = MinuteCounts {
+            requests: m.requests.load(Ordering::Relaxed),
+            reasons: std::array::from_fn(|i| m.reasons[i].load(Ordering::Relaxed)),
+            app_errors: m.app_errors.load(Ordering::Relaxed),
+        };
+        // Reused meanwhile: the counts read may be a mix of two minutes.
+        (m.minute.load(Ordering::Acquire) == minute).then_some(counts)
     }
 
     /// Estimated counts over the `minutes` minutes (1 to 15) before `now_ms`: the current
@@ -929,6 +1005,28 @@ mod tests {
         r.note(true, true, 200, later);
         assert_eq!(r.window(15, later).guest_errors, 0.0);
         assert_eq!(Rates::default().window(5, now).guest_error_rate(), None);
+    }
+
+    #[test]
+    fn a_minute_counts_the_shields_answers_by_reason_and_the_apps_5xx() {
+        let r = Rates::default();
+        let now = T0 + 5_000;
+        r.note_answer(true, true, 200, None, now);
+        r.note_answer(true, true, 503, None, now);
+        r.note_answer(true, false, 429, Some(4), now);
+        r.note_answer(true, false, 429, Some(4), now);
+        r.note_answer(true, true, 502, Some(1), now);
+        let m = r.minute(minute_of(now)).unwrap();
+        assert_eq!(m.requests, 5);
+        assert_eq!(m.reasons[4], 2);
+        assert_eq!(m.reasons[1], 1);
+        assert_eq!(m.app_errors, 1);
+        assert_eq!(r.minute(minute_of(now) - 1), None);
+        // Its slot reused sixteen minutes later: the minute is gone, the new one starts at 0.
+        let later = now + 16 * 60_000;
+        r.note_answer(false, true, 200, None, later);
+        assert_eq!(r.minute(minute_of(now)), None);
+        assert_eq!(r.minute(minute_of(later)).unwrap().reasons[4], 0);
     }
 
     #[test]

@@ -41,20 +41,24 @@ const MAX_ITEMS: usize = 1000;
 pub struct Formatter {
     format: Format,
     channel: Box<str>,
+    stamper: Stamper,
+}
+
+/// The wall-clock text of an instant in one zone, `Y-m-d H:i:s` and its UTC offset `+hh:mm`,
+/// cached per second: lines come in bursts within a second, and the zone lookup is the dearest
+/// part of a line.
+#[derive(Debug, Clone)]
+pub struct Stamper {
     timezone: TimeZone,
-    // The last second formatted and its `Y-m-d H:i:s` text: lines come in bursts within a
-    // second, and the zone lookup is the dearest part of a line.
     cached_second: i64,
     cached_text: [u8; 19],
     cached_offset: [u8; 6],
 }
 
-impl Formatter {
-    /// A formatter for `format`, writing `channel` and times in `timezone`.
-    pub fn new(format: Format, channel: &str, timezone: TimeZone) -> Formatter {
-        Formatter {
-            format,
-            channel: channel.into(),
+impl Stamper {
+    /// A stamper writing times in `timezone`.
+    pub fn new(timezone: TimeZone) -> Stamper {
+        Stamper {
             timezone,
             cached_second: i64::MIN,
             cached_text: [b'0'; 19],
@@ -62,68 +66,8 @@ impl Formatter {
         }
     }
 
-    /// The formatter for a `[log]` section.
-    pub fn from_config(config: &LogConfig) -> Formatter {
-        Formatter::new(config.format, &config.channel, config.timezone.clone())
-    }
-
-    /// Appends the line for `record`, logged at `at`, to `out` (newline included).
-    pub fn write(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
-        match self.format {
-            Format::Laravel => self.write_laravel(out, record, at),
-            Format::Json => self.write_json(out, record, at),
-        }
-    }
-
-    /// The line for `record` as a string (newline included); for tests and tools.
-    pub fn line(&mut self, record: &Record, at: Timestamp) -> String {
-        let mut out = Vec::with_capacity(256);
-        self.write(&mut out, record, at);
-        // The encoder only writes valid UTF-8: every input is a `&str` or a fixed ASCII text.
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    fn write_laravel(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
-        out.push(b'[');
-        let stamp = self.local_stamp(at);
-        out.extend_from_slice(&stamp);
-        out.extend_from_slice(b"] ");
-        out.extend_from_slice(self.channel.as_bytes());
-        out.push(b'.');
-        out.extend_from_slice(record.level.name().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(record.message.as_bytes());
-        out.push(b' ');
-        if !record.context.is_empty() {
-            write_context(out, &record.context);
-        }
-        // The empty extra: its placeholder is replaced by nothing, the space before it stays.
-        out.extend_from_slice(b" \n");
-    }
-
-    fn write_json(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
-        out.extend_from_slice(b"{\"datetime\":\"");
-        let mut stamp = self.local_stamp(at);
-        stamp[10] = b'T';
-        out.extend_from_slice(&stamp);
-        // Microseconds as Monolog's JSON dates have them; a leap second's excess is cut.
-        let mut micros = [b'.', 0, 0, 0, 0, 0, 0];
-        let subsec = at.as_microsecond().rem_euclid(1_000_000);
-        put_digits(&mut micros[1..], u32::try_from(subsec).unwrap_or(0));
-        out.extend_from_slice(&micros);
-        out.extend_from_slice(&self.cached_offset);
-        out.extend_from_slice(b"\",\"channel\":");
-        write_str(out, &self.channel);
-        out.extend_from_slice(b",\"level\":\"");
-        out.extend_from_slice(record.level.name().as_bytes());
-        out.extend_from_slice(b"\",\"message\":");
-        write_str(out, record.message);
-        out.extend_from_slice(b",\"context\":");
-        write_context(out, &record.context);
-        out.extend_from_slice(b"}\n");
-    }
-
-    fn local_stamp(&mut self, at: Timestamp) -> [u8; 19] {
+    /// `Y-m-d H:i:s` of `at` in the zone, and the zone's offset then as `+hh:mm`.
+    pub fn stamp(&mut self, at: Timestamp) -> ([u8; 19], [u8; 6]) {
         let second = at.as_second();
         if second != self.cached_second {
             let local = self.timezone.to_datetime(at);
@@ -153,11 +97,85 @@ impl Formatter {
             self.cached_text = text;
             self.cached_offset = zone;
         }
-        self.cached_text
+        (self.cached_text, self.cached_offset)
     }
 }
 
-fn put_digits(slot: &mut [u8], mut n: u32) {
+impl Formatter {
+    /// A formatter for `format`, writing `channel` and times in `timezone`.
+    pub fn new(format: Format, channel: &str, timezone: TimeZone) -> Formatter {
+        Formatter {
+            format,
+            channel: channel.into(),
+            stamper: Stamper::new(timezone),
+        }
+    }
+
+    /// The formatter for a `[log]` section.
+    pub fn from_config(config: &LogConfig) -> Formatter {
+        Formatter::new(config.format, &config.channel, config.timezone.clone())
+    }
+
+    /// Appends the line for `record`, logged at `at`, to `out` (newline included).
+    pub fn write(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
+        match self.format {
+            Format::Laravel => self.write_laravel(out, record, at),
+            Format::Json => self.write_json(out, record, at),
+        }
+    }
+
+    /// The line for `record` as a string (newline included); for tests and tools.
+    pub fn line(&mut self, record: &Record, at: Timestamp) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write(&mut out, record, at);
+        // The encoder only writes valid UTF-8: every input is a `&str` or a fixed ASCII text.
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn write_laravel(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
+        out.push(b'[');
+        let (stamp, _) = self.stamper.stamp(at);
+        out.extend_from_slice(&stamp);
+        out.extend_from_slice(b"] ");
+        out.extend_from_slice(self.channel.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(record.level.name().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(record.message.as_bytes());
+        out.push(b' ');
+        if !record.context.is_empty() {
+            write_context(out, &record.context);
+        }
+        // The empty extra: its placeholder is replaced by nothing, the space before it stays.
+        out.extend_from_slice(b" \n");
+    }
+
+    fn write_json(&mut self, out: &mut Vec<u8>, record: &Record, at: Timestamp) {
+        out.extend_from_slice(b"{\"datetime\":\"");
+        let (mut stamp, offset) = self.stamper.stamp(at);
+        stamp[10] = b'T';
+        out.extend_from_slice(&stamp);
+        // Microseconds as Monolog's JSON dates have them; a leap second's excess is cut.
+        let mut micros = [b'.', 0, 0, 0, 0, 0, 0];
+        let subsec = at.as_microsecond().rem_euclid(1_000_000);
+        put_digits(&mut micros[1..], u32::try_from(subsec).unwrap_or(0));
+        out.extend_from_slice(&micros);
+        out.extend_from_slice(&offset);
+        out.extend_from_slice(b"\",\"channel\":");
+        write_str(out, &self.channel);
+        out.extend_from_slice(b",\"level\":\"");
+        out.extend_from_slice(record.level.name().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        write_str(out, record.message);
+        out.extend_from_slice(b",\"context\":");
+        write_context(out, &record.context);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Writes `n` as the decimal digits filling `slot`, zero-padded (the leading digits of a larger
+/// `n` are cut).
+pub fn put_digits(slot: &mut [u8], mut n: u32) {
     for b in slot.iter_mut().rev() {
         *b = b'0' + (n % 10) as u8;
         n /= 10;

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 pub use fold::{
     FoldOutcome, Network, FOLD_TABLE_CAP, FOLD_WINDOW, NET_BITS, NET_FOLD_CLIENTS, NET_TABLE_CAP,
 };
-pub use format::Formatter;
+pub use format::{Formatter, Stamper};
 #[cfg(unix)]
 pub use writer::install_sigusr1_reopen;
 pub use writer::{Captured, Destination, LogError, LogHandle, LogSink, QUEUE_CAPACITY};
@@ -223,6 +223,10 @@ pub struct LogConfig {
     pub timezone: jiff::tz::TimeZone,
     /// How many characters of a join token a log line may show.
     pub token_preview: usize,
+    /// Whether each answer also gets an access log line (`[log] access`).
+    pub access: crate::telemetry::access::AccessFormat,
+    /// Where access lines go: `"-"` for stdout, else a path that is appended to.
+    pub access_file: String,
 }
 
 impl Default for LogConfig {
@@ -234,6 +238,8 @@ impl Default for LogConfig {
             channel: "production".to_owned(),
             timezone: jiff::tz::TimeZone::UTC,
             token_preview: 6,
+            access: crate::telemetry::access::AccessFormat::Off,
+            access_file: "-".to_owned(),
         }
     }
 }

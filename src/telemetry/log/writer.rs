@@ -60,14 +60,20 @@ pub enum Destination {
 impl Destination {
     /// The destination `[log] file` names: `"-"` is stdout.
     pub fn from_config(config: &LogConfig) -> Destination {
-        if config.file == "-" {
+        Destination::named(&config.file)
+    }
+
+    /// The destination a file setting names: `"-"` is stdout, anything else a path.
+    pub fn named(file: &str) -> Destination {
+        if file == "-" {
             Destination::Stdout
         } else {
-            Destination::File(PathBuf::from(&config.file))
+            Destination::File(PathBuf::from(file))
         }
     }
 
-    fn open(&self) -> io::Result<Box<dyn Write + Send>> {
+    /// Opens it for appending (a file is created if missing).
+    pub(crate) fn open(&self) -> io::Result<Box<dyn Write + Send>> {
         Ok(match self {
             Destination::Stdout => Box::new(io::stdout()),
             Destination::File(path) => Box::new(open_append(path)?),
