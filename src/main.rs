@@ -89,6 +89,14 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Print the revoked-tokens line (sha256:…) of a join token, folded as [tokens] says.
+    TokenHash {
+        /// The join token, as it appears in the guest link (it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
+        token: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run only the stand-in guest API (for load tests and benchmarks).
     #[command(hide = true)]
     Standin {
@@ -217,6 +225,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let template = cli::kuma::template(&base_url, &event_token, &admin)?;
             println!("{}", serde_json::to_string_pretty(&template)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::TokenHash { token, config } => {
+            Ok(cli::token_hash::token_hash(&config.path, &token))
         }
         Command::Standin { listen } => {
             let standin = joinshield::testkit::standin::spawn(listen, false).await?;

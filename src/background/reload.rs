@@ -218,6 +218,12 @@ fn reload(inner: &Inner) -> Outcome {
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
+    if old.tokens != new.tokens {
+        changes.push(format!(
+            "tokens case_sensitive {} -> {}",
+            old.tokens.case_sensitive, new.tokens.case_sensitive
+        ));
+    }
     // Serialise reloads: whoever triggered it (signal, file watch, admin), one at a time.
     let version = current.version + 1;
     let snapshot = match Snapshot::build(Arc::new(loaded), version, Some(&current), now) {

@@ -97,6 +97,14 @@ pub fn check(path: &std::path::Path) -> ExitCode {
     );
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     println!("  routes      {}", routes.join(", "));
+    println!(
+        "  tokens      {}",
+        if c.tokens.case_sensitive {
+            "case-sensitive (compared byte for byte)"
+        } else {
+            "letter case and trailing whitespace ignored (revocation, limits, guessing)"
+        }
+    );
     for l in &c.limits {
         let classes: Vec<&str> = l
             .classes
@@ -106,7 +114,10 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         println!(
             "  limit       {} per {} {} burst {} on {}{}{}{}",
             l.name,
-            l.key.as_str(),
+            match l.key {
+                crate::policy::limits::KeyKind::Net => "net (IPv4 /24, IPv6 /48)",
+                other => other.as_str(),
+            },
             l.rate,
             l.burst,
             classes.join(", "),

@@ -6,9 +6,11 @@
 //! - [`demo`]: the shipped configuration in front of the stand-in.
 //! - [`ctl`]: the admin API's client and what each action prints (and `healthcheck`).
 //! - [`kuma`]: the Uptime Kuma import file.
+//! - [`token_hash`]: the revoked-tokens line of a join token.
 
 pub mod check;
 pub mod ctl;
 pub mod demo;
 pub mod kuma;
 pub mod run;
+pub mod token_hash;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
 use crate::policy::lists::{IpList, ListError, TokenList};
+use crate::policy::tokens::TokenFolding;
 use list_files::ListFile;
 
 pub use schema::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
@@ -47,6 +48,9 @@ pub struct Lists {
     pub revoked: Arc<TokenList>,
     /// How each list file looked when it was read, to reuse it when a reload finds it unchanged.
     stamps: [(Option<PathBuf>, FileStamp); 3],
+    /// How the revoked tokens were folded (`[tokens]`): a reload that changes it reads the
+    /// file again.
+    folding: TokenFolding,
 }
 
 /// What identifies a file's content cheaply: device, inode, size and modification time. A
@@ -66,11 +70,13 @@ impl FileStamp {
     }
 }
 
-/// Loads every list `paths` names; every bad line of every file is reported. A list whose file
-/// is unchanged since `previous` read it is shared, not read again: a reload that only touches
-/// the configuration costs nothing for a million-line blocklist, and holds it once in memory.
+/// Loads every list `paths` names, revoked tokens folded as `folding` says; every bad line of
+/// every file is reported. A list whose file is unchanged since `previous` read it is shared,
+/// not read again: a reload that only touches the configuration costs nothing for a
+/// million-line blocklist, and holds it once in memory.
 pub fn load_lists(
     paths: &schema::ListPaths,
+    folding: TokenFolding,
     previous: Option<&Lists>,
 ) -> Result<Lists, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -113,10 +119,11 @@ pub fn load_lists(
             .map_err(|e| convert("allowlist", e))
             .ok(),
     };
+    let same_folding = previous.is_some_and(|prev| prev.folding == folding);
     let revoked = match (&paths.revoked_tokens, previous) {
-        (_, Some(prev)) if unchanged(2) => Some(prev.revoked.clone()),
+        (_, Some(prev)) if unchanged(2) && same_folding => Some(prev.revoked.clone()),
         (None, _) => Some(Arc::new(TokenList::empty())),
-        (Some(p), _) => TokenList::load(p)
+        (Some(p), _) => list_files::load_revoked(p, folding)
             .map(Arc::new)
             .map_err(|e| convert("revoked_tokens", e))
             .ok(),
@@ -127,6 +134,7 @@ pub fn load_lists(
             allowlist,
             revoked,
             stamps,
+            folding,
         }),
         _ => Err(errors),
     }
@@ -232,7 +240,7 @@ fn parse_with(
         )]);
     };
     // Lists and the certificate pair are read whatever the other's errors: all are reported.
-    let lists = load_lists(&config.lists, previous);
+    let lists = load_lists(&config.lists, config.tokens, previous);
     let tls = config
         .server
         .tls
@@ -261,6 +269,51 @@ fn parse_with(
         warnings,
         tls,
     })
+}
+
+/// The `[tokens]` setting of the configuration file at `path`, read alone: the rest of the
+/// file may be half edited (for `joinshield token-hash`). Only TOML syntax and `[tokens]`
+/// itself are checked.
+pub fn load_tokens(path: &Path) -> Result<TokenFolding, Vec<ConfigError>> {
+    let err = |line: Option<usize>, key: &str, message: String| ConfigError {
+        file: path.to_path_buf(),
+        line,
+        key: key.to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![err(
+            None,
+            "",
+            format!("cannot read the configuration file: {e}"),
+        )]
+    })?;
+    let file: file::FileConfig = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        vec![err(
+            line,
+            "",
+            format!("not valid TOML here: {}", e.message()),
+        )]
+    })?;
+    let mut errors = validate::Errors::default();
+    match validate::validate_tokens(file.tokens.as_ref(), &mut errors) {
+        Some(folding) if errors.list.is_empty() => Ok(folding),
+        _ => {
+            let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+            Err(errors
+                .list
+                .into_iter()
+                .map(|(key, message)| {
+                    let line = doc
+                        .as_ref()
+                        .and_then(|d| locate(d, &key))
+                        .map(|at| line_of(&text, at));
+                    err(line, &key, message)
+                })
+                .collect())
+        }
+    }
 }
 
 /// 1-based line of byte offset `at`.

@@ -66,6 +66,10 @@ pub(crate) const UPSTREAM_ERRORS: [&str; 2] = ["unavailable", "timeout"];
 /// [`Metrics::connection_failed`] index.
 pub const REFUSED_BY_HTTP: [&str; 3] = ["malformed", "head_too_large", "header_timeout"];
 
+/// The `reason` labels of request headers dropped for their name, by
+/// [`Metrics::headers_dropped`] index.
+pub const DROPPED_HEADERS: [&str; 2] = ["underscore", "invalid_name"];
+
 /// The `result` labels of reloads.
 pub(crate) const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
 
@@ -210,6 +214,8 @@ pub struct Metrics {
     pub(crate) reloads: [AtomicU64; 2],
     /// Requests hyper refused, by [`REFUSED_BY_HTTP`] index.
     pub(crate) refused_by_http: [AtomicU64; 3],
+    /// Request headers dropped for their name, by [`DROPPED_HEADERS`] index.
+    pub(crate) headers_dropped: [AtomicU64; 2],
     /// TLS handshakes, completed and failed.
     pub tls: HandshakeCounts,
 }
@@ -241,6 +247,16 @@ impl Metrics {
             return;
         };
         self.refused_by_http[reason].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the request headers a forwarded request lost for their name: `underscore` named
+    /// with `_`, `invalid` with another byte that is not a letter, digit or `-`.
+    pub fn headers_dropped(&self, underscore: u32, invalid: u32) {
+        for (cell, n) in self.headers_dropped.iter().zip([underscore, invalid]) {
+            if n > 0 {
+                cell.fetch_add(u64::from(n), Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts a reload, applied or rejected.
