@@ -35,4 +35,11 @@ mod text;
 pub mod units;
 
 pub use app::{start, start_with_clock, Running, StartError};
+
+/// The request path's header work, for `benches/request_head.rs` only: not an API.
+#[doc(hidden)]
+pub mod bench_hooks {
+    pub use crate::proxy::forward::{prepare, DroppedNames, ForwardInfo, RequestIds};
+    pub use crate::proxy::framing::host;
+}
 pub use background::reload::{Outcome as ReloadOutcome, Reloader};

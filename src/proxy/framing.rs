@@ -45,7 +45,7 @@ pub(crate) fn check(req: &Request<Incoming>, max_body: u64) -> Option<Denial> {
 ///   refused: the target's authority wins and is what the app gets (RFC 9112 §3.2.2);
 /// - no host at all: HTTP/1.1 and HTTP/2 are refused, HTTP/1.0 is forwarded with the
 ///   upstream's authority (`forward::prepare`).
-pub(crate) fn host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), Denial> {
+pub fn host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), Denial> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let sent = hosts.next();
     if hosts.next().is_some() {
