@@ -57,7 +57,11 @@ async fn a_revoked_token_in_five_case_and_whitespace_spellings_is_410_and_never_
         assert_eq!(a.status, 410, "{spelling}: {}", a.text());
         assert_eq!(a.json()["error"]["code"], "token_revoked", "{spelling}");
     }
-    assert!(rec.parsed().is_empty(), "reached the app: {:?}", rec.parsed());
+    assert!(
+        rec.parsed().is_empty(),
+        "reached the app: {:?}",
+        rec.parsed()
+    );
     // A token that is not revoked goes through, in any spelling.
     let a = conn
         .request(guest_get("/api/v1/events/Other-Token-4242%20", ""))
@@ -72,7 +76,9 @@ async fn a_revoked_token_in_five_case_and_whitespace_spellings_is_410_and_never_
         .filter(|l| l.contains("\"reason\":\"token_revoked\""))
         .collect();
     assert!(
-        revoked.iter().any(|l| l.contains("\"token\":\"REVOKE...\"")),
+        revoked
+            .iter()
+            .any(|l| l.contains("\"token\":\"REVOKE...\"")),
         "{lines:#?}"
     );
     for line in &lines {
@@ -164,7 +170,8 @@ async fn a_thousand_rotating_64s_of_one_48_are_limited_by_net() {
     );
     let metrics = shield.shield.metrics_text(Format::Prometheus);
     assert!(
-        metrics.contains("joinshield_limit_info{limit=\"guest-net\",key=\"net\",mode=\"enforce\"} 1"),
+        metrics
+            .contains("joinshield_limit_info{limit=\"guest-net\",key=\"net\",mode=\"enforce\"} 1"),
         "{metrics}"
     );
     assert!(
@@ -345,11 +352,16 @@ async fn a_host_that_is_not_a_host_name_or_address_is_400_with_the_json_body() {
         let x = exchange(shield.addr(), format!("{head}\r\n")).await;
         assert_eq!(x.statuses(), [400], "{head:?}");
         let a = &x.answers[0];
-        assert_eq!(a.header("content-type"), Some("application/json"), "{head:?}");
+        assert_eq!(
+            a.header("content-type"),
+            Some("application/json"),
+            "{head:?}"
+        );
         assert_eq!(a.json()["error"]["code"], "bad_request", "{head:?}");
         assert!(
-            a.json()["message"].as_str().is_some_and(|m| m.contains("Host")
-                || m.contains("host name")),
+            a.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Host") || m.contains("host name")),
             "{head:?}: {}",
             a.text()
         );
@@ -434,7 +446,12 @@ fn token_hash_prints_the_line_that_revokes_every_spelling() {
     let again = run_bin(["token-hash", "abc123XYZ\t", "-c", folded.to_str().unwrap()]);
     assert_eq!(again.stdout, ran.stdout);
     let dash = run_bin(["token-hash", "-c", folded.to_str().unwrap(), "-Lead-Dash"]);
-    assert_eq!(dash.stdout, format!("{}\n", sha("-lead-dash")), "{}", dash.text());
+    assert_eq!(
+        dash.stdout,
+        format!("{}\n", sha("-lead-dash")),
+        "{}",
+        dash.text()
+    );
     // Case-sensitive: the token exactly as given.
     let ran = run_bin(["token-hash", "-c", exact.to_str().unwrap(), "ABC123xyz "]);
     assert_eq!(ran.stdout, format!("{}\n", sha("ABC123xyz ")));
@@ -446,13 +463,22 @@ fn token_hash_prints_the_line_that_revokes_every_spelling() {
     )
     .unwrap();
     let ran = run_bin(["token-hash", "-c", broken.to_str().unwrap(), "ABC123xyz"]);
-    assert_eq!(ran.stdout, format!("{}\n", sha("abc123xyz")), "{}", ran.text());
+    assert_eq!(
+        ran.stdout,
+        format!("{}\n", sha("abc123xyz")),
+        "{}",
+        ran.text()
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[tokens]\ncase_sensitive = \"no\"\nfold = 1\n").unwrap();
     let ran = run_bin(["token-hash", "-c", bad.to_str().unwrap(), "ABC123xyz"]);
     assert_eq!(ran.code, Some(1));
     assert!(ran.stdout.is_empty());
-    assert!(ran.stderr.contains("tokens.case_sensitive"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("tokens.case_sensitive"),
+        "{}",
+        ran.stderr
+    );
     assert!(ran.stderr.contains("tokens.fold"), "{}", ran.stderr);
     let absent = dir.path().join("absent.toml");
     let missing = run_bin(["token-hash", "-c", absent.to_str().unwrap(), "x"]);
