@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderValue, Method, Request, Uri, Version};
-use joinshield::bench_hooks::{host, prepare, ForwardInfo, RequestIds};
 use joinshield::policy::bans::Bans;
 use joinshield::policy::classify::{default_specs, RouteTable};
 use joinshield::policy::client_ip::ClientKey;
@@ -34,6 +33,7 @@ use joinshield::policy::limits::{client_key_hash, KeyKind, KeyedLimiter, LimitRu
 use joinshield::policy::lists::TokenList;
 use joinshield::policy::rules::{ClassMask, Rules};
 use joinshield::policy::tokens::{JoinToken, TokenFolding};
+use joinshield::request_head::{host, prepare, ForwardInfo, RequestIds};
 use joinshield::units::Rate;
 
 const TOKEN: &str = "Xk3mQ9pLw2ZtR7vB";
