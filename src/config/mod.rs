@@ -661,4 +661,41 @@ mod tests {
         let shown = loaded.config.cluster.unwrap().redis_shown();
         assert_eq!(shown, "redis://:***@10.0.0.5:6379/0");
     }
+
+    #[test]
+    fn tokens_default_to_folded_and_a_wrong_value_or_key_is_named() {
+        let loaded = parse("[server]\nupstream = \"http://a:1\"\n", Path::new("c.toml")).unwrap();
+        assert!(!loaded.config.tokens.case_sensitive);
+        let e = errors(
+            "[server]\nupstream = \"http://a:1\"\n[tokens]\ncase_sensitive = 1\nfold = true\n",
+        );
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["tokens.fold", "tokens.case_sensitive"], "{e:?}");
+        assert_eq!(e[0].line, Some(5));
+    }
+
+    #[test]
+    fn a_change_of_token_folding_reads_the_revoked_tokens_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("revoked.txt");
+        std::fs::write(&file, "ABC123xyz\n").unwrap_or_else(|e| panic!("{e}"));
+        let paths = schema::ListPaths {
+            revoked_tokens: Some(file),
+            ..schema::ListPaths::default()
+        };
+        let folded = TokenFolding::default();
+        let exact = TokenFolding {
+            case_sensitive: true,
+        };
+        let first = load_lists(&paths, folded, None).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(first.revoked.lookup("abc123xyz", 0).is_some());
+        // Unchanged file and folding: the same list, not read again.
+        let same = load_lists(&paths, folded, Some(&first)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(Arc::ptr_eq(&same.revoked, &first.revoked));
+        // Unchanged file, other folding: read again, exactly as written now.
+        let other = load_lists(&paths, exact, Some(&same)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!Arc::ptr_eq(&other.revoked, &first.revoked));
+        assert!(other.revoked.lookup("abc123xyz", 0).is_none());
+        assert!(other.revoked.lookup("ABC123xyz", 0).is_some());
+    }
 }
