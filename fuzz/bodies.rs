@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use joinshield::policy::classify::{default_specs, RouteTable};
 use joinshield::policy::client_ip::{canonical, client_ip as walk, parse_entry, TrustedProxies};
 use joinshield::policy::lists::{IpList, TokenList};
+use joinshield::policy::tokens::{JoinToken, TokenFolding};
+use joinshield::request_head::{host, prepare, ForwardInfo};
 use joinshield::telemetry::log::{format::Formatter, redact_path, Format, Level, Record, Value};
 
 fn routes() -> &'static RouteTable {
@@ -147,6 +149,23 @@ pub fn lists(data: &[u8]) {
             );
         }
     }
+    // Folded, a plain entry is found by its folded spelling.
+    let folding = TokenFolding::default();
+    if let Ok(tokens) = TokenList::parse_with(&text, file, folding) {
+        let lines = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        for line in lines.lines() {
+            let word = line.split('#').next().unwrap_or("").trim();
+            if !word.is_empty()
+                && !word.contains(char::is_whitespace)
+                && !word.starts_with("sha256:")
+            {
+                assert!(
+                    tokens.lookup(&folding.fold(word), i64::MIN).is_some(),
+                    "{word:?} is listed but its folded spelling is not found"
+                );
+            }
+        }
+    }
     if let Ok(tokens) = TokenList::parse(&text, file) {
         // A byte-order mark in front of the file is not part of the first token.
         let lines = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -211,4 +230,129 @@ pub fn log(data: &[u8]) {
             );
         }
     }
+}
+
+/// The request head as the shield judges and forwards it. The first line is a `Host` value and
+/// a join token, the second a request target, the rest `name:value` header lines:
+/// - a token folds to a spelling that folding leaves alone, with no upper-case ASCII and no
+///   trailing blank, and the pattern's spelling is a prefix of the token as sent;
+/// - the Host check never panics and lets through only `host[:port]` bytes;
+/// - the forwarded head holds no header a client may not set, and the shield's own once.
+pub fn request_head(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let first = parts.next().unwrap_or(b"");
+    let target = parts.next().unwrap_or(b"/");
+    let rest = parts.next().unwrap_or(b"");
+
+    let text = String::from_utf8_lossy(first);
+    for folding in [
+        TokenFolding::default(),
+        TokenFolding {
+            case_sensitive: true,
+        },
+    ] {
+        let token = JoinToken::new(text.as_ref().into(), folding);
+        let key = token.key();
+        assert_eq!(folding.fold(key), key, "folding {key:?} again changes it");
+        assert_eq!(folding.fold(&text), key);
+        assert!(token.sent().starts_with(token.spelled()));
+        if !folding.case_sensitive {
+            assert!(!key.bytes().any(|b| b.is_ascii_uppercase()), "{key:?}");
+            assert!(!key.ends_with([' ', '\t']), "{key:?}");
+        }
+    }
+
+    let authority_bytes = |b: &[u8]| {
+        b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-._:[]".contains(&c))
+    };
+    let uri = http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_bytes(first) {
+        headers.insert(http::header::HOST, v);
+    }
+    for version in [
+        http::Version::HTTP_10,
+        http::Version::HTTP_11,
+        http::Version::HTTP_2,
+    ] {
+        if host(version, &uri, &headers).is_ok() {
+            if let Some(h) = headers.get(http::header::HOST) {
+                assert!(authority_bytes(h.as_bytes()), "Host {h:?} passed");
+            }
+            if let Some(a) = uri.authority() {
+                assert!(authority_bytes(a.as_str().as_bytes()), "{a} passed");
+            }
+        }
+    }
+
+    let mut req = http::Request::new(());
+    *req.uri_mut() = uri;
+    for line in rest.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let value = value.get(1..).unwrap_or_default();
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            req.headers_mut().append(n, v);
+        }
+    }
+    let upstream = http::Uri::from_static("http://127.0.0.1:8000");
+    let id = http::HeaderValue::from_static("fuzz-id");
+    let client: IpAddr = "203.0.113.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    prepare(
+        &mut req,
+        &upstream,
+        &ForwardInfo {
+            client,
+            https: false,
+            request_id: &id,
+        },
+    );
+    let h = req.headers();
+    for name in h.keys() {
+        let n = name.as_str();
+        assert!(
+            n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{n} is forwarded"
+        );
+        assert!(
+            !n.starts_with("x-forwarded-")
+                || matches!(
+                    n,
+                    "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+                ),
+            "{n} is forwarded"
+        );
+        assert!(
+            !matches!(
+                n,
+                "forwarded"
+                    | "x-real-ip"
+                    | "x-original-url"
+                    | "x-rewrite-url"
+                    | "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "te"
+                    | "upgrade"
+                    | "proxy-authorization"
+                    | "expect"
+            ),
+            "{n} is forwarded"
+        );
+    }
+    for own in ["x-forwarded-for", "x-forwarded-proto", "x-request-id"] {
+        assert_eq!(h.get_all(own).iter().count(), 1, "{own}");
+    }
+    assert_eq!(
+        h.get("x-forwarded-for").map(|v| v.as_bytes()),
+        Some(&b"203.0.113.7"[..])
+    );
+    assert!(h.contains_key(http::header::HOST), "no Host forwarded");
 }

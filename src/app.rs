@@ -281,7 +281,7 @@ pub async fn start_with_clock(loaded: Loaded, clock: SharedClock) -> Result<Runn
     let proxy = Arc::new(crate::proxy::Parts {
         snapshots: snapshots.clone(),
         upstream: Upstream::new(connect),
-        request_ids: RequestIds::default(),
+        request_ids: RequestIds,
         defence: defence.clone(),
         telemetry: telemetry.clone(),
         cluster: cluster.clone(),

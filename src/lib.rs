@@ -35,4 +35,12 @@ mod text;
 pub mod units;
 
 pub use app::{start, start_with_clock, Running, StartError};
+
+/// The request path's head work, for `benches/request_head.rs` and the `request_head` fuzz
+/// target only: not an API.
+#[doc(hidden)]
+pub mod request_head {
+    pub use crate::proxy::forward::{prepare, DroppedNames, ForwardInfo, RequestIds};
+    pub use crate::proxy::framing::host;
+}
 pub use background::reload::{Outcome as ReloadOutcome, Reloader};

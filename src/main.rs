@@ -99,6 +99,14 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Print the revoked-tokens line (sha256:…) of a join token, folded as [tokens] says.
+    TokenHash {
+        /// The join token, as it appears in the guest link (it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
+        token: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run only the built-in stand-in of the guest API (the demo's app; for load tests and
     /// benchmarks): it answers the playbook's guest routes for the demo tokens.
     Standin {
@@ -239,6 +247,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             joinshield::say!("{}", serde_json::to_string_pretty(&template)?);
             joinshield::cli::out::flush();
             Ok(ExitCode::SUCCESS)
+        }
+        Command::TokenHash { token, config } => {
+            Ok(cli::token_hash::token_hash(&config.path, &token))
         }
         Command::Standin { listen } => {
             let standin = joinshield::testkit::standin::spawn(listen, false).await?;

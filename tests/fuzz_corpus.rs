@@ -45,3 +45,8 @@ fn lists_corpus() {
 fn log_corpus() {
     run_corpus("log", bodies::log);
 }
+
+#[test]
+fn request_head_corpus() {
+    run_corpus("request_head", bodies::request_head);
+}

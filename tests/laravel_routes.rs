@@ -24,6 +24,10 @@
 //! no answer may come from a guest route of Laravel, and every spelling Laravel routes to one
 //! must be answered by the shield itself.
 //!
+//! A last test asks the `php -S` setup how Laravel routes a `POST` carrying a method override
+//! (`X-HTTP-Method-Override`, `_method` in the query, a form or a JSON body): by the override,
+//! so the shield must count that class among the POST's (`RouteTable::override_classes`).
+//!
 //! Without `php` or the Laravel framework these tests FAIL with what to install, unless
 //! `JOINSHIELD_ALLOW_SKIP=1` is set (then they pass with a SKIPPED line on stderr); under CI
 //! (`CI` set) a missing PHP fails whatever else is set.
@@ -268,10 +272,6 @@ struct Reply {
 /// Sends one request on its own connection and reads the whole answer (the server closes).
 /// `None` when the server closed without answering (`php -S` does so for some targets).
 fn send(addr: SocketAddr, method: &str, target: &[u8]) -> Option<Reply> {
-    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-    s.set_write_timeout(Some(IO_TIMEOUT))
-        .expect("write timeout");
     let mut raw = Vec::new();
     raw.extend_from_slice(method.as_bytes());
     raw.push(b' ');
@@ -279,7 +279,17 @@ fn send(addr: SocketAddr, method: &str, target: &[u8]) -> Option<Reply> {
     raw.extend_from_slice(
         b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     );
-    s.write_all(&raw).expect("send the request");
+    send_raw(addr, &raw, method, target)
+}
+
+/// Sends the whole request `raw` (`method` and `target` name it in messages) and reads the
+/// answer as [`send`] does.
+fn send_raw(addr: SocketAddr, raw: &[u8], method: &str, target: &[u8]) -> Option<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .expect("write timeout");
+    s.write_all(raw).expect("send the request");
     let mut got = Vec::new();
     if let Err(e) = s.read_to_end(&mut got) {
         // A reset after a complete head still tells the answer; a timeout never does.
@@ -678,4 +688,69 @@ fn behind_a_web_server_rooted_at_the_project_every_spelling_is_classified_where_
         fronts: &["/public/index.php", "/server.php", "/public"],
     };
     differential_over_http(case, |_| Vec::new());
+}
+
+#[test]
+fn a_post_laravel_routes_by_a_method_override_is_judged_by_that_class_too() {
+    if !oracle_available() {
+        return;
+    }
+    let app = App::copy();
+    let served = serve(&app, Server::PublicRouter);
+    let table = RouteTable::new(&default_specs()).expect("default routes compile");
+    let class_index = |name: &str| {
+        table
+            .names()
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .expect("a default class")
+    };
+    // An upload route by its method, the events catch-all by the override Laravel applies.
+    let photos = "/api/v1/events/tok-override-1/photos";
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let json = "Content-Type: application/json\r\n";
+    for (target, head, body) in [
+        (photos, "X-HTTP-Method-Override: GET\r\n", ""),
+        (photos, "x-http-method-override: delete\r\n", ""),
+        ("/api/v1/events/tok-override-1/photos?_method=GET", "", ""),
+        (photos, form, "_method=GET"),
+        (photos, json, "{\"_method\":\"PATCH\"}"),
+        ("/api/v1/events/tok-override-1/upload", form, "_method=GET"),
+    ] {
+        let raw = format!(
+            "POST {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{head}\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let reply = send_raw(served.addr, raw.as_bytes(), "POST", target.as_bytes())
+            .unwrap_or_else(|| panic!("no answer to {target} {head:?} {body:?}"));
+        let routed = reply.routed.as_ref().map(|(class, _)| class.as_str());
+        assert_eq!(
+            routed,
+            Some("events"),
+            "Laravel routed POST {target} {head:?} {body:?}: {} ({})",
+            show(&reply.routed),
+            reply.status
+        );
+        // The shield classifies it by its method, and counts the class Laravel chose too.
+        let path = target.split('?').next().unwrap_or(target);
+        let by_method = table.classify(&Method::POST, path);
+        assert_eq!(by_method.class, Some(class_index("upload")), "{target}");
+        let (reachable, _) = table.override_classes(&Method::POST, target);
+        assert!(
+            reachable.contains(class_index("events")),
+            "{target}: the override's class is not among the POST's classes"
+        );
+    }
+    // Without an override Laravel routes it as the upload it is.
+    let reply = send(served.addr, "POST", photos.as_bytes()).expect("an answer");
+    assert_eq!(
+        reply.routed.as_ref().map(|(c, _)| c.as_str()),
+        Some("upload"),
+        "{}",
+        show(&reply.routed)
+    );
+    let errors = served.errors.lock().expect("errors lock").clone();
+    assert!(errors.is_empty(), "the app reported errors: {errors:?}");
 }

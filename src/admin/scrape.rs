@@ -16,8 +16,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::admin::Parts;
 use crate::telemetry::meters::{
-    load, CONNECTION_REFUSALS, LATENCY_BOUNDS_US, LISTENERS, MODES, PROTOCOLS, REASONS,
-    REFUSED_BY_HTTP, RELOAD_RESULTS, STATUS_CLASSES, UPSTREAM_ERRORS,
+    load, CONNECTION_REFUSALS, DROPPED_HEADERS, LATENCY_BOUNDS_US, LISTENERS, MODES, PROTOCOLS,
+    REASONS, REFUSED_BY_HTTP, RELOAD_RESULTS, STATUS_CLASSES, UPSTREAM_ERRORS,
 };
 
 /// The `Content-Type` of OpenMetrics 1.0 text.
@@ -38,6 +38,10 @@ struct RouteSample {
 #[derive(Debug)]
 struct LimitSample {
     limit: String,
+    /// What it counts by (`ip`, `net`, `token`).
+    key: &'static str,
+    /// `enforce` or `shadow`.
+    mode: &'static str,
     stats: crate::policy::limits::LimiterStats,
 }
 
@@ -50,6 +54,7 @@ struct Sample {
     reloads: [u64; 2],
     refused_by_http: [u64; 3],
     connections: ConnectionSample,
+    headers_dropped: [u64; 2],
     bans: usize,
     version: u64,
     lists: [(&'static str, usize); 3],
@@ -107,6 +112,11 @@ impl Sample {
                 } else {
                     l.name.to_string()
                 },
+                key: l.key.as_str(),
+                mode: match l.mode {
+                    crate::policy::limits::Mode::Enforce => MODES[0],
+                    crate::policy::limits::Mode::Shadow => MODES[1],
+                },
                 stats: l.limiter.stats(),
             })
             .collect();
@@ -127,6 +137,7 @@ impl Sample {
                     linger_skipped: c.linger_skipped.load(Ordering::Relaxed),
                 }
             },
+            headers_dropped: load(&meters.headers_dropped),
             bans: shared.defence.bans.len(),
             cluster: shared
                 .cluster
@@ -262,6 +273,30 @@ impl Collector for Sample {
                 .iter()
                 .zip(self.refused_by_http)
                 .map(|(reason, n)| (vec![("reason", *reason)], n)),
+        )?;
+        counters(
+            e,
+            "joinshield_request_headers_dropped",
+            "Request headers not forwarded for their name: underscore (PHP would read X_Real_Ip as X-Real-IP), invalid_name (another byte that is not a letter, digit or '-').",
+            DROPPED_HEADERS
+                .iter()
+                .zip(self.headers_dropped)
+                .map(|(reason, n)| (vec![("reason", *reason)], n)),
+        )?;
+        gauges(
+            e,
+            "joinshield_limit_info",
+            "Each limit in force (always 1): what it counts by (ip, net, token) and its mode.",
+            self.limits.iter().map(|l| {
+                (
+                    vec![
+                        ("limit", l.limit.as_str()),
+                        ("key", l.key),
+                        ("mode", l.mode),
+                    ],
+                    1,
+                )
+            }),
         )?;
         gauges(
             e,
@@ -541,6 +576,7 @@ mod tests {
                 lingering: 1,
                 linger_skipped: 0,
             },
+            headers_dropped: [2, 0],
             tls: Some(TlsSample {
                 done: 7,
                 failed: [1, 2, 3, 4],
@@ -599,12 +635,47 @@ mod tests {
             "joinshield_connections_refused_total{reason=\"max\"} 6",
             "joinshield_connections_idle_closed_total 7",
             "joinshield_connections_lingering 1",
+            "joinshield_request_headers_dropped_total{reason=\"underscore\"} 2",
+            "joinshield_request_headers_dropped_total{reason=\"invalid_name\"} 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         // No denial happened: no denial series, only the family's header.
         assert!(!text.contains("joinshield_denials_total{"));
+    }
+
+    #[test]
+    fn each_limit_is_named_with_its_key_kind_and_mode() {
+        let stats = crate::policy::key_table::TableStats {
+            keys: 3,
+            cap: 10,
+            evicted: 0,
+            pruned: 0,
+        };
+        let limit = |limit: &str, key, mode| LimitSample {
+            limit: limit.into(),
+            key,
+            mode,
+            stats,
+        };
+        let text = encode(
+            Sample {
+                limits: vec![
+                    limit("guest-net", "net", "enforce"),
+                    limit("trial", "token", "shadow"),
+                ],
+                ..sample()
+            },
+            Format::Prometheus,
+        );
+        for line in [
+            "joinshield_limit_info{limit=\"guest-net\",key=\"net\",mode=\"enforce\"} 1",
+            "joinshield_limit_info{limit=\"trial\",key=\"token\",mode=\"shadow\"} 1",
+            "joinshield_limiter_keys{limit=\"guest-net\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     #[test]

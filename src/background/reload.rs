@@ -277,6 +277,12 @@ fn reload_unrecorded(inner: &Inner) -> Outcome {
     if old.client != new.client {
         changes.push("client settings changed".to_string());
     }
+    if old.tokens != new.tokens {
+        changes.push(format!(
+            "tokens case_sensitive {} -> {}",
+            old.tokens.case_sensitive, new.tokens.case_sensitive
+        ));
+    }
     let flips = switch_flips(&old.switches, &new.switches);
     // Serialise reloads: whoever triggered it (signal, file watch, admin), one at a time.
     let version = current.version + 1;

@@ -148,6 +148,14 @@ pub fn check(path: &std::path::Path) -> ExitCode {
     }
     let routes: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     say!("  routes      {}", routes.join(", "));
+    say!(
+        "  tokens      {}",
+        if c.tokens.case_sensitive {
+            "case-sensitive (compared byte for byte)"
+        } else {
+            "letter case and trailing whitespace ignored (revocation, limits, guessing)"
+        }
+    );
     for (i, l) in c.limits.iter().enumerate() {
         let classes: Vec<&str> = l
             .classes
@@ -157,7 +165,10 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         say!(
             "  limit       {} per {} {} burst {} on {}{}{}{}{}",
             l.name,
-            l.key.as_str(),
+            match l.key {
+                crate::policy::limits::KeyKind::Net => "net (IPv4 /24, IPv6 /48)",
+                other => other.as_str(),
+            },
             l.rate,
             l.burst,
             classes.join(", "),

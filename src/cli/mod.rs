@@ -7,6 +7,7 @@
 //! - [`ctl`]: the admin API's client and what each action prints (and `healthcheck`).
 //! - [`kuma`]: the Uptime Kuma import file.
 //! - [`timeline`]: `ctl timeline`'s Markdown for the incident ticket.
+//! - [`token_hash`]: the revoked-tokens line of a join token.
 
 pub mod check;
 pub mod ctl;
@@ -15,3 +16,4 @@ pub mod kuma;
 pub mod out;
 pub mod run;
 pub mod timeline;
+pub mod token_hash;

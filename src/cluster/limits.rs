@@ -188,6 +188,9 @@ pub async fn settle(
     let Some(class) = facts.class else {
         return out;
     };
+    let classes = facts
+        .classes
+        .with(crate::policy::rules::ClassMask::one(class));
     if facts.allowlisted || !cluster.link.is_up() {
         return out;
     }
@@ -197,13 +200,17 @@ pub async fn settle(
         let Some(Some(shared)) = shared_limits.get(i) else {
             continue;
         };
-        if !rule.applies(class, facts.now_unix) {
+        if !rule.applies_to_any(classes, facts.now_unix) {
             continue;
         }
         let (hash, token) = match rule.key {
-            KeyKind::Ip => (facts.client_hash, None),
+            KeyKind::Ip => (facts.client_hash, Keyed::Client),
+            KeyKind::Net => (crate::policy::limits::net_key_hash(facts.ip), Keyed::Net),
             KeyKind::Token => match facts.token {
-                Some(t) => (crate::policy::limits::token_hash(t), Some(t)),
+                Some(t) => (
+                    crate::policy::limits::token_hash(t.key()),
+                    Keyed::Token(t.key()),
+                ),
                 None => continue,
             },
         };
@@ -244,11 +251,24 @@ pub async fn settle(
     out
 }
 
-/// The part of a key's Redis name after the limit's: the client network, or the token's digest.
-fn key_of(cluster: &Cluster, facts: &Facts<'_>, token: Option<&str>, ipv6_prefix: u8) -> String {
+/// What a shared limit's key is, for its Redis name.
+#[derive(Debug, Clone, Copy)]
+enum Keyed<'a> {
+    /// The client (an address, or an IPv6 network of `ipv6_prefix`).
+    Client,
+    /// The client's IPv4 /24 or IPv6 /48.
+    Net,
+    /// The folded join token.
+    Token(&'a str),
+}
+
+/// The part of a key's Redis name after the limit's: the client's network, its /24 or /48, or
+/// the token's digest.
+fn key_of(cluster: &Cluster, facts: &Facts<'_>, token: Keyed<'_>, ipv6_prefix: u8) -> String {
     match token {
-        Some(token) => cluster.token_digest(token),
-        None => facts.client.net(ipv6_prefix).to_string(),
+        Keyed::Token(token) => cluster.token_digest(token),
+        Keyed::Client => facts.client.net(ipv6_prefix).to_string(),
+        Keyed::Net => crate::policy::client_ip::network(facts.ip).to_string(),
     }
 }
 
@@ -307,7 +327,7 @@ struct Refill<'a> {
     rule: usize,
     shared: &'a SharedLimit,
     lease: Arc<Lease>,
-    token: Option<&'a str>,
+    token: Keyed<'a>,
 }
 
 async fn refill(
@@ -340,10 +360,7 @@ async fn refill(
     let mut invocation = gcra_script().prepare_invoke();
     invocation.arg(cluster.settings.lease);
     for r in &ask {
-        let key = match r.token {
-            Some(token) => cluster.token_digest(token),
-            None => facts.client.net(ipv6_prefix).to_string(),
-        };
+        let key = key_of(cluster, facts, r.token, ipv6_prefix);
         invocation
             .key(format!("{}{key}", r.shared.key_base))
             .arg(r.shared.interval_us)

@@ -42,6 +42,7 @@ pub struct FileConfig {
     pub enumeration: Option<FileEnumeration>,
     pub alerts: Option<FileAlerts>,
     pub cluster: Option<FileCluster>,
+    pub tokens: Option<FileTokens>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -185,6 +186,14 @@ pub struct FileCluster {
     pub sync_interval: Option<Field<String>>,
     pub lease: Option<Field<i64>>,
     pub key_prefix: Option<Field<String>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[tokens]`
+#[derive(Debug, Default, Deserialize)]
+pub struct FileTokens {
+    pub case_sensitive: Option<Field<bool>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::policy::lists::{IpList, ListError, TokenList};
+use crate::policy::tokens::TokenFolding;
 
 /// A list that can be read from its file.
 pub trait ListFile: Sized {
@@ -17,10 +18,10 @@ impl ListFile for IpList {
     }
 }
 
-impl ListFile for TokenList {
-    fn load(path: &Path) -> Result<TokenList, Vec<ListError>> {
-        TokenList::parse(&read_text(path)?, path)
-    }
+/// Reads and parses a revoked-tokens file, plain tokens folded as `folding` says (`[tokens]`);
+/// a missing or unreadable file is one error with line 0.
+pub fn load_revoked(path: &Path, folding: TokenFolding) -> Result<TokenList, Vec<ListError>> {
+    TokenList::parse_with(&read_text(path)?, path, folding)
 }
 
 /// Reads a list file as UTF-8 text; a missing, unreadable or non-UTF-8 file is one error.
@@ -72,7 +73,12 @@ mod tests {
             errs[0].to_string(),
             format!("{}: {}", path.display(), errs[0].message)
         );
-        assert_eq!(TokenList::load(&path).err().map(|e| e.len()), Some(1));
+        assert_eq!(
+            load_revoked(&path, TokenFolding::default())
+                .err()
+                .map(|e| e.len()),
+            Some(1)
+        );
     }
 
     #[test]

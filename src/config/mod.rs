@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
 use crate::policy::lists::{IpList, ListError, TokenList};
+use crate::policy::tokens::TokenFolding;
 use list_files::ListFile;
 
 pub use schema::{AdminConfig, ClientConfig, Config, ConfigError, ServerConfig, Upstream};
@@ -48,6 +49,9 @@ pub struct Lists {
     pub revoked: Arc<TokenList>,
     /// How each list file looked when it was read, to reuse it when a reload finds it unchanged.
     stamps: [(Option<PathBuf>, FileStamp); 3],
+    /// How the revoked tokens were folded (`[tokens]`): a reload that changes it reads the
+    /// file again.
+    folding: TokenFolding,
 }
 
 /// What identifies a file's content cheaply: device, inode, size and modification time. A
@@ -67,11 +71,13 @@ impl FileStamp {
     }
 }
 
-/// Loads every list `paths` names; every bad line of every file is reported. A list whose file
-/// is unchanged since `previous` read it is shared, not read again: a reload that only touches
-/// the configuration costs nothing for a million-line blocklist, and holds it once in memory.
+/// Loads every list `paths` names, revoked tokens folded as `folding` says; every bad line of
+/// every file is reported. A list whose file is unchanged since `previous` read it is shared,
+/// not read again: a reload that only touches the configuration costs nothing for a
+/// million-line blocklist, and holds it once in memory.
 pub fn load_lists(
     paths: &schema::ListPaths,
+    folding: TokenFolding,
     previous: Option<&Lists>,
 ) -> Result<Lists, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -114,10 +120,11 @@ pub fn load_lists(
             .map_err(|e| convert("allowlist", e))
             .ok(),
     };
+    let same_folding = previous.is_some_and(|prev| prev.folding == folding);
     let revoked = match (&paths.revoked_tokens, previous) {
-        (_, Some(prev)) if unchanged(2) => Some(prev.revoked.clone()),
+        (_, Some(prev)) if unchanged(2) && same_folding => Some(prev.revoked.clone()),
         (None, _) => Some(Arc::new(TokenList::empty())),
-        (Some(p), _) => TokenList::load(p)
+        (Some(p), _) => list_files::load_revoked(p, folding)
             .map(Arc::new)
             .map_err(|e| convert("revoked_tokens", e))
             .ok(),
@@ -128,6 +135,7 @@ pub fn load_lists(
             allowlist,
             revoked,
             stamps,
+            folding,
         }),
         _ => Err(errors),
     }
@@ -226,7 +234,15 @@ fn parse_with(
         // The list files are read too, so one run of `check` reports every mistake.
         let mut ignored = validate::Errors::default();
         if let Some(paths) = validate::validate_lists(file.lists.as_ref(), &base, &mut ignored) {
-            out.extend(load_lists(&paths, None).err().into_iter().flatten());
+            // Revoked tokens are read as `[tokens]` says, or as the default when it is broken.
+            let folding =
+                validate::validate_tokens(file.tokens.as_ref(), &mut ignored).unwrap_or_default();
+            out.extend(
+                load_lists(&paths, folding, None)
+                    .err()
+                    .into_iter()
+                    .flatten(),
+            );
         }
         return Err(sorted(out));
     }
@@ -238,7 +254,7 @@ fn parse_with(
         )]);
     };
     // Lists and the certificate pair are read whatever the other's errors: all are reported.
-    let lists = load_lists(&config.lists, previous);
+    let lists = load_lists(&config.lists, config.tokens, previous);
     let tls = config
         .server
         .tls
@@ -318,6 +334,51 @@ fn named_key(file: &file::FileConfig, key: &str) -> String {
     match tail.strip_prefix('.') {
         Some(field) => format!("{head} {name:?} {field}"),
         None => format!("{head} {name:?}{tail}"),
+    }
+}
+
+/// The `[tokens]` setting of the configuration file at `path`, read alone: the rest of the
+/// file may be half edited (for `joinshield token-hash`). Only TOML syntax and `[tokens]`
+/// itself are checked.
+pub fn load_tokens(path: &Path) -> Result<TokenFolding, Vec<ConfigError>> {
+    let err = |line: Option<usize>, key: &str, message: String| ConfigError {
+        file: path.to_path_buf(),
+        line,
+        key: key.to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![err(
+            None,
+            "",
+            format!("cannot read the configuration file: {e}"),
+        )]
+    })?;
+    let file: file::FileConfig = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        vec![err(
+            line,
+            "",
+            format!("not valid TOML here: {}", e.message()),
+        )]
+    })?;
+    let mut errors = validate::Errors::default();
+    match validate::validate_tokens(file.tokens.as_ref(), &mut errors) {
+        Some(folding) if errors.list.is_empty() => Ok(folding),
+        _ => {
+            let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+            Err(errors
+                .list
+                .into_iter()
+                .map(|(key, message)| {
+                    let line = doc
+                        .as_ref()
+                        .and_then(|d| locate(d, &key))
+                        .map(|at| line_of(&text, at));
+                    err(line, &key, message)
+                })
+                .collect())
+        }
     }
 }
 
@@ -776,5 +837,43 @@ mod tests {
         .unwrap();
         let shown = loaded.config.cluster.unwrap().redis_shown();
         assert_eq!(shown, "redis://:***@10.0.0.5:6379/0");
+    }
+
+    #[test]
+    fn tokens_default_to_folded_and_a_wrong_value_or_key_is_named() {
+        let loaded = parse("[server]\nupstream = \"http://a:1\"\n", Path::new("c.toml")).unwrap();
+        assert!(!loaded.config.tokens.case_sensitive);
+        let e = errors(
+            "[server]\nupstream = \"http://a:1\"\n[tokens]\ncase_sensitive = 1\nfold = true\n",
+        );
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        // Sorted by line, as `check` reports them.
+        assert_eq!(keys, ["tokens.case_sensitive", "tokens.fold"], "{e:?}");
+        assert_eq!((e[0].line, e[1].line), (Some(4), Some(5)));
+    }
+
+    #[test]
+    fn a_change_of_token_folding_reads_the_revoked_tokens_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("revoked.txt");
+        std::fs::write(&file, "ABC123xyz\n").unwrap_or_else(|e| panic!("{e}"));
+        let paths = schema::ListPaths {
+            revoked_tokens: Some(file),
+            ..schema::ListPaths::default()
+        };
+        let folded = TokenFolding::default();
+        let exact = TokenFolding {
+            case_sensitive: true,
+        };
+        let first = load_lists(&paths, folded, None).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(first.revoked.lookup("abc123xyz", 0).is_some());
+        // Unchanged file and folding: the same list, not read again.
+        let same = load_lists(&paths, folded, Some(&first)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(Arc::ptr_eq(&same.revoked, &first.revoked));
+        // Unchanged file, other folding: read again, exactly as written now.
+        let other = load_lists(&paths, exact, Some(&same)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!Arc::ptr_eq(&other.revoked, &first.revoked));
+        assert!(other.revoked.lookup("abc123xyz", 0).is_none());
+        assert!(other.revoked.lookup("ABC123xyz", 0).is_some());
     }
 }

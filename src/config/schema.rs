@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use crate::policy::classify::RouteSpec;
 use crate::policy::guessing::EnumerationSettings;
 use crate::policy::limits::{KeyKind, Mode};
+use crate::policy::tokens::TokenFolding;
 use crate::telemetry::log::LogConfig;
 use crate::units::Rate;
 use std::num::NonZeroU32;
@@ -40,6 +41,8 @@ pub struct Config {
     pub alerts: Option<AlertsSpec>,
     /// `[cluster]`, when several replicas share bans, guessing counts and shared limits.
     pub cluster: Option<ClusterConfig>,
+    /// `[tokens]`: how join tokens compare.
+    pub tokens: TokenFolding,
 }
 
 /// The validated `[alerts]` (only when `webhook` is set: an empty one turns alerts off).

@@ -13,6 +13,7 @@ use super::schema::*;
 use crate::policy::classify::RouteSpec;
 use crate::policy::guessing::{EnumerationSettings, MAX_DISTINCT};
 use crate::policy::limits::{KeyKind, Mode};
+use crate::policy::tokens::TokenFolding;
 use crate::telemetry::access::AccessFormat;
 use crate::telemetry::log::{Format, LogConfig};
 use crate::units::{parse_duration, parse_instant, parse_rate, parse_size, Rate};
@@ -173,6 +174,7 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
             "enumeration",
             "alerts",
             "cluster",
+            "tokens",
         ],
     );
 
@@ -210,6 +212,7 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         None => Some(None),
         Some(a) => validate_alerts(a, errors),
     };
+    let tokens = validate_tokens(file.tokens.as_ref(), errors);
 
     Some(Config {
         server: server?,
@@ -223,7 +226,26 @@ pub(crate) fn validate(file: &FileConfig, base: &Path, errors: &mut Errors) -> O
         enumeration: enumeration?,
         alerts: alerts?,
         cluster: cluster?,
+        tokens: tokens?,
     })
+}
+
+/// `[tokens]`: whether join tokens that differ only in letter case or trailing whitespace are
+/// one token (`case_sensitive = false`, the default).
+pub(crate) fn validate_tokens(
+    t: Option<&super::file::FileTokens>,
+    errors: &mut Errors,
+) -> Option<TokenFolding> {
+    let Some(t) = t else {
+        return Some(TokenFolding::default());
+    };
+    errors.unknown("tokens", &t.unknown, &["case_sensitive"]);
+    let case_sensitive = errors.get(
+        "tokens.case_sensitive",
+        &t.case_sensitive,
+        TokenFolding::default().case_sensitive,
+    )?;
+    Some(TokenFolding { case_sensitive })
 }
 
 /// `[server]`: listeners, the upstream, timeouts, limits on size and connections, TLS.
@@ -1241,15 +1263,16 @@ fn validate_limits(
             errors,
             &format!("{at}.key"),
             &l.key,
-            "say what it counts by: key = \"ip\" or key = \"token\"",
+            "say what it counts by: key = \"ip\", key = \"net\" or key = \"token\"",
         )
-        .and_then(|k| match k.as_str() {
-            "ip" => Some(KeyKind::Ip),
-            "token" => Some(KeyKind::Token),
-            other => {
+        .and_then(|k| match KeyKind::parse(&k) {
+            Some(kind) => Some(kind),
+            None => {
                 errors.push(
                     format!("{at}.key"),
-                    format!("{other:?} is not a key: write \"ip\" or \"token\""),
+                    format!(
+                        "{k:?} is not a key: write \"ip\" (one client), \"net\" (its IPv4 /24 or IPv6 /48) or \"token\""
+                    ),
                 );
                 None
             }

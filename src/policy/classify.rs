@@ -53,6 +53,8 @@ use std::ops::Range;
 
 use http::Method;
 
+use crate::policy::rules::ClassMask;
+
 /// One `[[route]]` entry as validated config gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -197,6 +199,10 @@ pub struct RouteTable {
     first_literals: Vec<Box<[u8]>>,
     /// Some pattern begins with `{token}`, `*` or `**`.
     wildcard_first: bool,
+    /// The methods a POST's method override can name that may route it elsewhere: each
+    /// method the routes list (POST aside), and one that no route lists. Empty when no route
+    /// lists methods (then the method never changes the class).
+    override_methods: Box<[Method]>,
 }
 
 /// Which spelling of the path matched (see the module docs).
@@ -296,12 +302,44 @@ impl RouteTable {
                 Some(_) => wildcard_first = true,
             }
         }
+        let override_methods = override_methods(&routes);
         Ok(RouteTable {
             names: specs.iter().map(|s| s.name.clone()).collect(),
             routes,
             first_literals,
             wildcard_first,
+            override_methods,
         })
+    }
+
+    /// The route classes a request may be routed to once Laravel applies a method override,
+    /// and the classification under the first override that matches a class.
+    ///
+    /// Symfony routes a POST (in any letter case) by the method its `X-HTTP-Method-Override`
+    /// header names, else by `_method` in the body (form or JSON: Laravel reads both) or the
+    /// query. The shield does not read bodies before deciding, so a POST is taken to be routed
+    /// by any method: the set holds the class of every method some route lists and of one that
+    /// none lists. Empty for other methods, and when no route lists methods.
+    pub fn override_classes(&self, method: &Method, path: &str) -> (ClassMask, Classified) {
+        let mut mask = ClassMask::default();
+        let mut first = None;
+        if self.override_methods.is_empty() || !method.as_str().eq_ignore_ascii_case("POST") {
+            return (mask, Classified::NONE);
+        }
+        let raw = cut_query(path.as_bytes());
+        for m in self.override_methods.iter() {
+            let Some(resolved) = self.resolve(m, raw) else {
+                continue;
+            };
+            let Ok(class) = ClassId::try_from(resolved.hit.route) else {
+                continue;
+            };
+            mask = mask.with(ClassMask::one(class));
+            if first.is_none() {
+                first = Some(self.classified(Some(resolved)));
+            }
+        }
+        (mask, first.unwrap_or(Classified::NONE))
     }
 
     /// Whether some pattern can match `tail` at all, judged by its first segment only: a cheap
@@ -650,6 +688,28 @@ impl Marks {
     fn any(self) -> bool {
         self.php || self.segment
     }
+}
+
+/// See [`RouteTable::override_methods`].
+fn override_methods(routes: &[Route]) -> Box<[Method]> {
+    let mut out: Vec<Method> = Vec::new();
+    let mut listed = false;
+    for m in routes.iter().filter_map(|r| r.methods.as_deref()).flatten() {
+        listed = true;
+        let upper = m.as_str().to_ascii_uppercase();
+        if upper == "POST" || out.iter().any(|o| o.as_str() == upper) {
+            continue;
+        }
+        if let Ok(m) = Method::from_bytes(upper.as_bytes()) {
+            out.push(m);
+        }
+    }
+    // Any method no route lists: it reaches exactly the routes that list none.
+    let unlisted = Method::from_bytes(b"JOINSHIELD-UNLISTED").ok();
+    if let Some(u) = unlisted.filter(|u| listed && !out.contains(u)) {
+        out.push(u);
+    }
+    out.into_boxed_slice()
 }
 
 /// A segment after which Laravel may be reached: a file name (it has a `.`: a script, or a
@@ -1160,6 +1220,69 @@ mod tests {
             class_of("GET", "/gallery/abc123/x/y"),
             is("gallery", "abc123")
         );
+    }
+
+    fn mask_names(t: &RouteTable, mask: ClassMask) -> Vec<&str> {
+        mask.iter()
+            .filter_map(|c| t.names().get(usize::from(c)).map(String::as_str))
+            .collect()
+    }
+
+    #[test]
+    fn a_post_names_every_class_a_method_override_could_route_it_to() {
+        let t = table();
+        // By its method an upload; with `_method=GET` (or the header) Laravel shows the photos.
+        let (mask, _) = t.override_classes(&Method::POST, "/api/v1/events/T/photos");
+        assert_eq!(mask_names(&t, mask), ["upload", "events"]);
+        // Symfony upper-cases the method before it looks for an override.
+        let post = Method::from_bytes(b"post").unwrap();
+        let (lower, _) = t.override_classes(&post, "/api/v1/events/T/photos?x=1");
+        assert_eq!(lower, mask);
+        // Only a POST is overridden; off guest routes there is nothing to reach.
+        for m in [Method::GET, Method::PUT, Method::PATCH] {
+            let (other, _) = t.override_classes(&m, "/api/v1/events/T/photos");
+            assert!(other.is_empty(), "{m}");
+        }
+        let (none, first) = t.override_classes(&Method::POST, "/api/v1/users/5");
+        assert!(none.is_empty());
+        assert_eq!(first, Classified::NONE);
+    }
+
+    #[test]
+    fn a_post_to_a_route_of_other_methods_is_classified_by_the_override() {
+        let t = RouteTable::new(&[
+            RouteSpec {
+                name: "download".into(),
+                methods: Some(vec![Method::GET]),
+                paths: vec!["/d/{token}".into()],
+            },
+            RouteSpec {
+                name: "upload".into(),
+                methods: Some(vec![Method::POST]),
+                paths: vec!["/u/{token}".into()],
+            },
+        ])
+        .unwrap();
+        assert_eq!(t.classify(&Method::POST, "/d/T"), Classified::NONE);
+        let (mask, first) = t.override_classes(&Method::POST, "/index.php/d/T%20");
+        assert_eq!(mask_names(&t, mask), ["download"]);
+        assert_eq!(first.class, Some(0));
+        assert_eq!(first.token.as_deref(), Some("T "));
+        // A POST route is reached by POST itself; no override leads elsewhere.
+        let (mask, _) = t.override_classes(&Method::POST, "/u/T");
+        assert!(mask.is_empty());
+    }
+
+    #[test]
+    fn without_methods_in_any_route_an_override_changes_nothing() {
+        let t = RouteTable::new(&[RouteSpec {
+            name: "any".into(),
+            methods: None,
+            paths: vec!["/a/{token}".into()],
+        }])
+        .unwrap();
+        let (mask, _) = t.override_classes(&Method::POST, "/a/T");
+        assert!(mask.is_empty());
     }
 
     #[test]

@@ -141,6 +141,30 @@ where
     client
 }
 
+/// The prefix length of an IPv4 client's network ([`network`]).
+pub const NETWORK_V4_PREFIX: u8 = 24;
+
+/// The prefix length of an IPv6 client's network ([`network`]).
+pub const NETWORK_V6_PREFIX: u8 = 48;
+
+/// The network around a client: its IPv4 /24 or IPv6 /48 (what one customer of a hosting
+/// provider or a carrier-grade NAT pool typically holds), `::ffff:a.b.c.d` counting as
+/// `a.b.c.d`. The prefix tier of the guessing counts and bans, and the key of `net` limits.
+pub fn network(ip: IpAddr) -> IpNet {
+    match canonical(ip) {
+        IpAddr::V4(v4) => IpNet::V4(
+            Ipv4Net::new(v4, NETWORK_V4_PREFIX)
+                .unwrap_or_default()
+                .trunc(),
+        ),
+        IpAddr::V6(v6) => IpNet::V6(
+            Ipv6Net::new(v6, NETWORK_V6_PREFIX)
+                .unwrap_or_default()
+                .trunc(),
+        ),
+    }
+}
+
 /// The identity a client is limited, counted and banned by: an IPv4 address, or an IPv6 network
 /// of `ipv6_prefix` bits. Packed in 17 bytes' worth so it hashes fast and needs no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,13 +1,20 @@
 //! The ordered checks that decide whether a request is forwarded: synchronous, no `.await`, no
 //! I/O. The order is SPEC §4's: blocklist and bans (every path), then on guest routes switches,
 //! revoked and malformed tokens, and rate limits (which allowlisted clients skip).
+//!
+//! The token checks read the token folded once by the request context
+//! ([`crate::policy::tokens::JoinToken`]): revocation first, on the folded token, so no case
+//! or trailing-whitespace spelling of a revoked token reaches the app; then `token_pattern`, on
+//! the token as sent without its trailing whitespace. Switches and limits apply when they cover
+//! any class the request may be routed to (a POST may carry a method override).
 
 use crate::policy::bans::Bans;
 use crate::policy::classify::ClassId;
 use crate::policy::client_ip::ClientKey;
 use crate::policy::denial::Denial;
-use crate::policy::limits::{self, Exceeded, Settled};
-use crate::policy::rules::Rules;
+use crate::policy::limits::{self, Exceeded, LimitKeys, Settled};
+use crate::policy::rules::{ClassMask, Rules};
+use crate::policy::tokens::JoinToken;
 
 /// What the decision reads about a request.
 #[derive(Debug, Clone, Copy)]
@@ -16,8 +23,11 @@ pub struct Facts<'a> {
     pub ip: std::net::IpAddr,
     /// The route class, when it is a guest route.
     pub class: Option<ClassId>,
-    /// The join token, as Laravel would bind it.
-    pub token: Option<&'a str>,
+    /// Every class the request may be routed to: `class`, and for a POST the classes a method
+    /// override could take it to (empty off guest routes).
+    pub classes: ClassMask,
+    /// The join token, as Laravel would bind it, and folded.
+    pub token: Option<&'a JoinToken>,
     /// The client's key (IPv4 address or IPv6 network).
     pub client: ClientKey,
     /// Its limiter hash (computed once per request).
@@ -47,10 +57,11 @@ pub fn decide(
         return Some(Denial::Banned { net, retry_after });
     }
     let class = facts.class?;
+    let classes = facts.classes.with(ClassMask::one(class));
     if let Some(switch) = rules
         .switches
         .iter()
-        .find(|s| s.applies(class, facts.now_unix))
+        .find(|s| s.applies_to_any(classes, facts.now_unix))
     {
         return Some(Denial::Paused {
             switch: switch.name.clone(),
@@ -59,11 +70,11 @@ pub fn decide(
         });
     }
     if let Some(token) = facts.token {
-        if rules.revoked.lookup(token, facts.now_unix).is_some() {
+        if rules.revoked.lookup(token.key(), facts.now_unix).is_some() {
             return Some(Denial::Revoked);
         }
         if let Some(pattern) = &rules.token_pattern {
-            if !pattern.is_match(token) {
+            if !pattern.is_match(token.spelled()) {
                 return Some(Denial::InvalidToken);
             }
         }
@@ -71,14 +82,17 @@ pub fn decide(
     if rules.limits.is_empty() || facts.allowlisted {
         return None;
     }
-    // The client's hash is the one the request computed once; the token's only now, when a
-    // limit may need it.
-    let token = facts.token.map(limits::token_hash);
+    // The client's hash is the one the request computed once; the network's and the token's
+    // only when a limit needs them.
+    let keys = LimitKeys {
+        client: facts.client_hash,
+        ip: facts.ip,
+        token: facts.token.map(JoinToken::key),
+    };
     limits::check(
         &rules.limits,
-        class,
-        facts.client_hash,
-        token,
+        classes,
+        &keys,
         facts.now_unix,
         facts.settled,
         shadowed,

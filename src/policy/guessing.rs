@@ -35,9 +35,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
-use crate::policy::client_ip::{canonical, ClientKey};
+use crate::policy::client_ip::ClientKey;
 use crate::policy::limits::hash_keys;
 
 /// Slots per set: a new key may displace one of this many.
@@ -51,10 +51,10 @@ pub const SHARDS: usize = 64;
 pub const MAX_DISTINCT: u32 = 4096;
 
 /// The prefix length of an IPv4 client's network prefix.
-pub const IPV4_PREFIX: u8 = 24;
+pub const IPV4_PREFIX: u8 = crate::policy::client_ip::NETWORK_V4_PREFIX;
 
 /// The prefix length of an IPv6 client's network prefix.
-pub const IPV6_PREFIX: u8 = 48;
+pub const IPV6_PREFIX: u8 = crate::policy::client_ip::NETWORK_V6_PREFIX;
 
 /// The validated `[enumeration]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,12 +341,9 @@ impl FailureCounter {
     }
 }
 
-/// The IPv4 /24 or IPv6 /48 around `ip` (canonicalised first).
+/// The IPv4 /24 or IPv6 /48 around `ip` (canonicalised first): [`crate::policy::client_ip::network`].
 pub fn prefix_of(ip: IpAddr) -> IpNet {
-    match canonical(ip) {
-        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new(v4, IPV4_PREFIX).unwrap_or_default().trunc()),
-        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new(v6, IPV6_PREFIX).unwrap_or_default().trunc()),
-    }
+    crate::policy::client_ip::network(ip)
 }
 
 fn token_key(token: &str) -> u64 {

@@ -19,12 +19,14 @@
 //! of the cluster.
 
 use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, QuantaClock};
 use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
 
 use crate::policy::classify::ClassId;
 use crate::policy::client_ip::ClientKey;
@@ -37,17 +39,29 @@ use crate::units::Rate;
 pub enum KeyKind {
     /// The client key (IPv4 address or IPv6 network).
     Ip,
-    /// The join token.
+    /// The client's network: its IPv4 /24 or IPv6 /48 (the prefix tiers of `[enumeration]`),
+    /// so a client rotating addresses inside its allocation is one key.
+    Net,
+    /// The join token (folded as `[tokens]` says).
     Token,
 }
 
 impl KeyKind {
-    /// The word used in the config file.
+    /// Every kind, in the order the documentation lists them.
+    pub const ALL: [KeyKind; 3] = [KeyKind::Ip, KeyKind::Net, KeyKind::Token];
+
+    /// The word used in the config file (and in metrics' `key` label).
     pub fn as_str(self) -> &'static str {
         match self {
             KeyKind::Ip => "ip",
+            KeyKind::Net => "net",
             KeyKind::Token => "token",
         }
+    }
+
+    /// The kind a config word names.
+    pub fn parse(word: &str) -> Option<KeyKind> {
+        KeyKind::ALL.into_iter().find(|k| k.as_str() == word)
     }
 }
 
@@ -93,7 +107,24 @@ pub fn client_key_hash(client: ClientKey) -> u64 {
     h.finish()
 }
 
-/// The limiter key of a join token.
+/// The limiter key of a client's network (`key = "net"`): its IPv4 /24 or IPv6 /48, an
+/// IPv4-mapped address counting as its IPv4 address.
+pub fn net_key_hash(ip: IpAddr) -> u64 {
+    let mut h = hash_keys().build_hasher();
+    match crate::policy::client_ip::network(ip) {
+        IpNet::V4(n) => {
+            h.write_u8(b'n');
+            h.write_u32(u32::from(n.network()));
+        }
+        IpNet::V6(n) => {
+            h.write_u8(b'N');
+            h.write_u128(u128::from(n.network()));
+        }
+    }
+    h.finish()
+}
+
+/// The limiter key of a join token (give it folded: [`crate::policy::tokens::JoinToken::key`]).
 pub fn token_hash(token: &str) -> u64 {
     let mut h = hash_keys().build_hasher();
     h.write_u8(b't');
@@ -213,10 +244,30 @@ pub struct LimitRule {
 impl LimitRule {
     /// Whether the limit applies to a request of `class` at `now_unix`.
     pub fn applies(&self, class: ClassId, now_unix: i64) -> bool {
-        self.classes.contains(class)
+        self.applies_to_any(ClassMask::one(class), now_unix)
+    }
+
+    /// Whether the limit applies at `now_unix` to a request that may be routed to any of
+    /// `classes` (a POST whose method Laravel may override: see
+    /// [`crate::policy::classify::RouteTable::override_classes`]).
+    pub fn applies_to_any(&self, classes: ClassMask, now_unix: i64) -> bool {
+        self.classes.intersects(classes)
             && self.until.is_none_or(|u| now_unix < u)
             && self.replaced_until.is_none_or(|r| now_unix >= r)
     }
+}
+
+/// What the limits of one request count by: its client key's hash (computed once per
+/// request), its address (for `net`) and its folded token. The `net` and `token` hashes are
+/// only computed when a limit that applies needs them, at most once each.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitKeys<'a> {
+    /// [`client_key_hash`] of the client key.
+    pub client: u64,
+    /// The client IP (canonical).
+    pub ip: IpAddr,
+    /// The folded join token, on a route with one.
+    pub token: Option<&'a str>,
 }
 
 /// A limit exceeded by a request.
@@ -240,21 +291,22 @@ pub struct Exceeded {
 /// asks the rule's own limiter.
 pub fn check(
     rules: &[LimitRule],
-    class: ClassId,
-    client: u64,
-    token: Option<u64>,
+    classes: ClassMask,
+    keys: &LimitKeys<'_>,
     now_unix: i64,
     settled: &[Settled],
     shadowed: &mut Vec<Exceeded>,
 ) -> Option<Exceeded> {
+    let (mut net, mut token) = (None, None);
     for (i, rule) in rules.iter().enumerate() {
-        if !rule.applies(class, now_unix) {
+        if !rule.applies_to_any(classes, now_unix) {
             continue;
         }
         let key = match rule.key {
-            KeyKind::Ip => client,
-            KeyKind::Token => match token {
-                Some(t) => t,
+            KeyKind::Ip => keys.client,
+            KeyKind::Net => *net.get_or_insert_with(|| net_key_hash(keys.ip)),
+            KeyKind::Token => match keys.token {
+                Some(t) => *token.get_or_insert_with(|| token_hash(t)),
                 None => continue,
             },
         };
@@ -377,6 +429,83 @@ mod tests {
         assert_eq!(l.stats().keys, 0);
         assert_eq!(l.stats().pruned, 500);
         assert_eq!(l.stats().evicted, 0);
+    }
+
+    #[test]
+    fn a_net_key_is_the_24_or_the_48_and_a_mapped_address_is_its_ipv4() {
+        let h = |s: &str| net_key_hash(s.parse().unwrap());
+        assert_eq!(h("198.51.100.1"), h("198.51.100.254"));
+        assert_ne!(h("198.51.100.1"), h("198.51.101.1"));
+        assert_eq!(h("::ffff:198.51.100.9"), h("198.51.100.1"));
+        assert_eq!(h("2001:db8:abcd:1::1"), h("2001:db8:abcd:ffff:1:2:3:4"));
+        assert_ne!(h("2001:db8:abcd::1"), h("2001:db8:abce::1"));
+        // A /24 and the /48 with the same leading bits are different networks.
+        assert_ne!(h("32.1.13.1"), h("2001:db8::1"));
+    }
+
+    fn rule(key: KeyKind, burst: u32) -> LimitRule {
+        LimitRule {
+            name: "r".into(),
+            classes: ClassMask::of(&[0]),
+            key,
+            mode: Mode::Enforce,
+            until: None,
+            replaced_until: None,
+            stands_in: false,
+            limiter: Arc::new(KeyedLimiter::with_clock(
+                Rate {
+                    count: 1,
+                    per: Duration::from_secs(3600),
+                },
+                NonZeroU32::new(burst).unwrap(),
+                100_000,
+                QuantaClock::default(),
+            )),
+            shared: false,
+        }
+    }
+
+    #[test]
+    fn a_net_limit_counts_every_64_of_a_48_as_one_key_and_an_ip_limit_does_not() {
+        let ip_rules = [rule(KeyKind::Ip, 5)];
+        let net_rules = [rule(KeyKind::Net, 5)];
+        let (mut ip_passed, mut net_passed) = (0, 0);
+        for i in 0..1000u128 {
+            // A fresh /64 of 2001:db8:abcd::/48 each time.
+            let addr =
+                std::net::Ipv6Addr::from(0x2001_0db8_abcd_0000_0000_0000_0000_0001 | (i << 64));
+            let ip = IpAddr::V6(addr);
+            let client = client_key_hash(ClientKey::new(ip, 64));
+            let keys = LimitKeys {
+                client,
+                ip,
+                token: None,
+            };
+            let check = |rules: &[LimitRule]| {
+                check(rules, ClassMask::one(0), &keys, 0, &[], &mut Vec::new()).is_none()
+            };
+            ip_passed += usize::from(check(&ip_rules));
+            net_passed += usize::from(check(&net_rules));
+        }
+        assert_eq!(ip_passed, 1000);
+        assert_eq!(net_passed, 5);
+    }
+
+    #[test]
+    fn a_token_limit_skips_requests_without_a_token() {
+        let rules = [rule(KeyKind::Token, 1)];
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let keys = |token| LimitKeys {
+            client: 1,
+            ip,
+            token,
+        };
+        let run = |k: &LimitKeys<'_>| check(&rules, ClassMask::one(0), k, 0, &[], &mut Vec::new());
+        assert!(run(&keys(None)).is_none());
+        assert!(run(&keys(None)).is_none());
+        assert!(run(&keys(Some("abc"))).is_none());
+        assert!(run(&keys(Some("abc"))).is_some());
+        assert!(run(&keys(Some("abd"))).is_none());
     }
 
     #[test]

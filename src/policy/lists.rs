@@ -39,6 +39,8 @@ use std::path::{Path, PathBuf};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha2::{Digest as _, Sha256};
 
+use crate::policy::tokens::TokenFolding;
+
 use crate::policy::client_ip::{canonical, canonical_net};
 use crate::units::parse_instant;
 
@@ -742,10 +744,17 @@ fn digest(token: &str) -> TokenDigest {
     TokenDigest(Sha256::digest(token.as_bytes()).into())
 }
 
-/// Parses a token entry: a plain token, or `sha256:<64 hex>`.
-fn parse_token(text: &str) -> Result<TokenDigest, String> {
+/// The line that revokes `token` without the file holding it: `sha256:` and the hex digest of
+/// the token folded as `folding` says (what `joinshield token-hash` prints).
+pub fn revoked_entry(token: &str, folding: TokenFolding) -> String {
+    format!("sha256:{}", hex::encode(digest(&folding.fold(token)).0))
+}
+
+/// Parses a token entry: a plain token (folded as `folding` says before it is hashed), or
+/// `sha256:<64 hex>` (the digest of the folded token, taken as written).
+fn parse_token(text: &str, folding: TokenFolding) -> Result<TokenDigest, String> {
     let Some(hex_text) = text.strip_prefix("sha256:") else {
-        return Ok(digest(text));
+        return Ok(digest(&folding.fold(text)));
     };
     let mut out = [0u8; 32];
     match hex::decode_to_slice(hex_text, &mut out) {
@@ -779,11 +788,30 @@ impl fmt::Debug for TokenList {
 }
 
 impl TokenList {
-    /// Parses a revoked-tokens file's text; `file` names it in errors. Reports every bad line.
+    /// Parses a revoked-tokens file's text, plain tokens taken exactly as written (see
+    /// [`TokenList::parse_with`]); `file` names it in errors. Reports every bad line.
     pub fn parse(text: &str, file: &Path) -> Result<TokenList, Vec<ListError>> {
+        TokenList::parse_with(
+            text,
+            file,
+            TokenFolding {
+                case_sensitive: true,
+            },
+        )
+    }
+
+    /// Parses a revoked-tokens file's text with plain tokens folded as `folding` says (`[tokens]`:
+    /// with folding, `ABC123` in the file revokes `abc123` and `abc123 ` too, and a `sha256:`
+    /// entry is the digest of the folded token); `file` names it in errors. Reports every bad
+    /// line. Lookups must then be given folded tokens ([`crate::policy::tokens::JoinToken::key`]).
+    pub fn parse_with(
+        text: &str,
+        file: &Path,
+        folding: TokenFolding,
+    ) -> Result<TokenList, Vec<ListError>> {
         let mut entries = Vec::new();
         parse_lines(text, file, |subject, entry| {
-            entries.push((parse_token(subject)?, entry));
+            entries.push((parse_token(subject, folding)?, entry));
             Ok(())
         })?;
         if entries.len() >= u32::MAX as usize {
@@ -818,8 +846,9 @@ impl TokenList {
         TokenList::default()
     }
 
-    /// The entry revoking `token` at `now_unix` (plain or `sha256:` form), the longest-lived one
-    /// among duplicates. The token is hashed only when the list is not empty.
+    /// The entry revoking `token` (folded as the list was parsed) at `now_unix` (plain or
+    /// `sha256:` form), the longest-lived one among duplicates. The token is hashed only when
+    /// the list is not empty.
     pub fn lookup(&self, token: &str, now_unix: i64) -> Option<&Entry> {
         if self.index.is_empty() {
             return None;

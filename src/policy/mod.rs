@@ -4,6 +4,7 @@
 //!
 //! - [`classify`]: the path as Laravel's router sees it → route class and join token.
 //! - [`client_ip`]: the client behind the trusted proxies, and its key.
+//! - [`tokens`]: join tokens as the app's database compares them (folded once per request).
 //! - [`lists`]: the blocklist, allowlist and revoked tokens (parsed from text; reading the
 //!   files is the configuration's job).
 //! - [`bans`]: the ban table (saving it is the background's job).
@@ -28,3 +29,4 @@ pub mod key_table;
 pub mod limits;
 pub mod lists;
 pub mod rules;
+pub mod tokens;

@@ -19,9 +19,34 @@ impl ClassMask {
         ClassMask(classes.iter().fold(0u64, |m, &c| m | (1u64 << (c & 63))))
     }
 
+    /// The set of `class` alone.
+    pub fn one(class: ClassId) -> ClassMask {
+        ClassMask(1u64 << (class & 63))
+    }
+
     /// Whether `class` is in the set.
     pub fn contains(self, class: ClassId) -> bool {
         self.0 & (1u64 << (class & 63)) != 0
+    }
+
+    /// Whether the two sets share a class.
+    pub fn intersects(self, other: ClassMask) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Both sets together.
+    pub fn with(self, other: ClassMask) -> ClassMask {
+        ClassMask(self.0 | other.0)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The classes in the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = ClassId> {
+        (0..64u16).filter(move |&c| self.contains(c))
     }
 }
 
@@ -46,7 +71,12 @@ pub struct SwitchRule {
 impl SwitchRule {
     /// Whether it pauses a request of `class` at `now_unix`.
     pub fn applies(&self, class: ClassId, now_unix: i64) -> bool {
-        self.classes.contains(class)
+        self.applies_to_any(ClassMask::one(class), now_unix)
+    }
+
+    /// Whether it pauses, at `now_unix`, a request that may be routed to any of `classes`.
+    pub fn applies_to_any(&self, classes: ClassMask, now_unix: i64) -> bool {
+        self.classes.intersects(classes)
             && self.until.is_none_or(|u| now_unix < u)
             && self.replaced_until.is_none_or(|r| now_unix >= r)
     }

@@ -73,7 +73,7 @@ fn access_record(ctx: RequestCtx, status: u16, ended: Ended) -> AccessRecord {
         keep: u8::try_from(keep).unwrap_or(u8::MAX),
         method: ctx.method,
         uri: ctx.uri,
-        token: ctx.token,
+        token: ctx.token.map(crate::policy::tokens::JoinToken::into_sent),
         request_id: ctx.request_id,
         version: ctx.version,
         tls: ctx.https,

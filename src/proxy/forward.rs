@@ -97,7 +97,7 @@ pub(crate) async fn forward(parts: &Parts, ctx: &RequestCtx, req: Request<Incomi
     let body = ClientBody::new(body, server.body_timeout);
     let body_waiting = body.waiting();
     let mut up = Request::from_parts(head, Limited::new(body, limit));
-    prepare(
+    let dropped = prepare(
         &mut up,
         &server.upstream.uri,
         &ForwardInfo {
@@ -106,6 +106,11 @@ pub(crate) async fn forward(parts: &Parts, ctx: &RequestCtx, req: Request<Incomi
             request_id: &ctx.request_id,
         },
     );
+    // Not an answer (that is finish's): what the forwarded request lost on the way.
+    parts
+        .telemetry
+        .meters
+        .headers_dropped(dropped.underscore, dropped.invalid);
     // The upstream latency is measured around the exchange alone (not the cluster's settling).
     let sent = parts.clock.now();
     let result = parts
@@ -460,9 +465,8 @@ fn classify_error(e: &(dyn std::error::Error + 'static)) -> ForwardError {
     }
 }
 
-/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1), plus the
-/// forwarding headers a client must not be able to set.
-const STRIPPED: [HeaderName; 12] = [
+/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHORIZATION,
@@ -471,53 +475,147 @@ const STRIPPED: [HeaderName; 12] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-real-ip"),
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-/// `X-Request-Id`: kept when the client sent a sane one, generated otherwise.
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Request-Id`: kept from a trusted proxy when well-formed, generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers removed from a request on top of [`STRIPPED`]: forwarding headers the shield does
-/// not set itself, so a client cannot smuggle them to the app.
+/// Headers a client must not be able to hand the app, removed from every request on top of
+/// [`HOP_BY_HOP`]: the forwarding headers (SPEC §4: `X-Forwarded-*`, `Forwarded`, `X-Real-IP`;
+/// the shield sets `X-Forwarded-For`, `-Proto` and `-Host` itself) and the URL rewrites that
+/// IIS-era front controllers honour. Any other `X-Forwarded-*` name is removed too (by its
+/// prefix, see [`strip`]); these are the common ones, found without a second pass.
 /// `Expect` is answered by the shield itself (hyper sends `100 Continue` when the body is first
 /// read), so the app never sees it.
-const STRIPPED_REQUEST: [HeaderName; 4] = [
+const CLIENT_ONLY: [HeaderName; 11] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
     header::FORWARDED,
-    X_FORWARDED_PORT,
-    X_FORWARDED_PREFIX,
+    X_REAL_IP,
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
     header::EXPECT,
 ];
+
+/// Removed from the app's answers on top of [`HOP_BY_HOP`].
+const RESPONSE_ONLY: [HeaderName; 5] = [
+    header::PROXY_AUTHENTICATE,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REAL_IP,
+];
+
+/// Request headers dropped for their name, by why (each a `reason` of
+/// `joinshield_request_headers_dropped_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DroppedNames {
+    /// Names with `_`: PHP maps `_` and `-` to the same `HTTP_*` variable, so `X_Real_Ip`
+    /// would reach the app as `x-real-ip` (nginx: `underscores_in_headers off`).
+    pub underscore: u32,
+    /// Other names with a byte that is not a letter, digit or `-` (`X.Real.Ip`: PHP turns `.`
+    /// into `_` too; nginx: `ignore_invalid_headers on`).
+    pub invalid: u32,
+}
+
+/// How a name is judged: 0 a letter, digit or `-`; 1 `_`; 2 anything else. `HeaderName`s
+/// are lower-case already.
+const NAME_BYTE: [u8; 256] = {
+    let mut t = [2u8; 256];
+    let mut b = b'a';
+    while b <= b'z' {
+        t[b as usize] = 0;
+        b += 1;
+    }
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = 0;
+        d += 1;
+    }
+    t[b'-' as usize] = 0;
+    t[b'_' as usize] = 1;
+    t
+};
+
+/// Why a request header must not be forwarded for its name alone, if it must not.
+fn foreign_name(name: &HeaderName) -> Option<Foreign> {
+    let bytes = name.as_str().as_bytes();
+    let worst = bytes
+        .iter()
+        .fold(0u8, |w, &b| w.max(NAME_BYTE[usize::from(b)]));
+    match worst {
+        0 if bytes.starts_with(b"x-forwarded-") => Some(Foreign::Forwarding),
+        0 => None,
+        1 => Some(Foreign::Underscore),
+        _ => Some(Foreign::Invalid),
+    }
+}
+
+/// See [`foreign_name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Foreign {
+    /// An `X-Forwarded-*` name not in [`CLIENT_ONLY`].
+    Forwarding,
+    /// Letters, digits, `-` and at least one `_`.
+    Underscore,
+    /// Some other byte.
+    Invalid,
+}
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 #[cfg(test)]
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, &[]);
+    strip(headers, &[], false);
 }
 
-/// [`strip_hop_by_hop`], plus every header in `extra`.
+/// Removes the [`HOP_BY_HOP`] headers, every header the `Connection` header names, and every
+/// header in `extra`; with `request`, also every `X-Forwarded-*` header and every header whose
+/// name is not letters, digits and `-` (counted in the answer).
 ///
 /// A message usually carries few of these names: one pass over the names present finds which
 /// are, and only those are removed (each removal is a hashed lookup, and most would miss).
-fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    debug_assert!(STRIPPED.len() + extra.len() <= 32);
+/// Names removed for their spelling are rare (a client that means harm, or a broken one), so
+/// only they cost an allocation.
+fn strip(headers: &mut HeaderMap, extra: &[HeaderName], request: bool) -> DroppedNames {
+    debug_assert!(HOP_BY_HOP.len() + extra.len() <= 32);
     let mut present: u32 = 0;
+    let mut foreign = false;
     for name in headers.keys() {
-        if let Some(i) = STRIPPED.iter().chain(extra).position(|n| n == name) {
+        if let Some(i) = HOP_BY_HOP.iter().chain(extra).position(|n| n == name) {
             present |= 1 << i;
+        } else if request && foreign_name(name).is_some() {
+            foreign = true;
+        }
+    }
+    let mut dropped = DroppedNames::default();
+    if foreign {
+        let mut named: Vec<(HeaderName, Foreign)> = Vec::new();
+        for name in headers.keys() {
+            if let Some(why) = foreign_name(name) {
+                named.push((name.clone(), why));
+            }
+        }
+        for (name, why) in named {
+            headers.remove(&name);
+            match why {
+                Foreign::Forwarding => {}
+                Foreign::Underscore => dropped.underscore += 1,
+                Foreign::Invalid => dropped.invalid += 1,
+            }
         }
     }
     if present == 0 {
-        return;
+        return dropped;
     }
-    // Connection is STRIPPED[0]. Names listed in it are hop-by-hop too; collect first (they are few).
+    // Connection is HOP_BY_HOP[0]. Names listed in it are hop-by-hop too; collect first (they are few).
     if present & 1 != 0 {
         let mut named: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(header::CONNECTION) {
@@ -536,11 +634,12 @@ fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
             }
         }
     }
-    for (i, n) in STRIPPED.iter().chain(extra).enumerate() {
+    for (i, n) in HOP_BY_HOP.iter().chain(extra).enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(n);
         }
     }
+    dropped
 }
 
 /// What the shield knows about a request that the forwarding headers report.
@@ -555,8 +654,11 @@ pub struct ForwardInfo<'a> {
 
 /// Turns a client request into the upstream request, in place: origin-form target on the
 /// upstream's authority, hygiene applied, forwarding headers set, `Host` preserved (or taken from
-/// an absolute-form target, as RFC 9112 §3.2.2 requires of a proxy).
-pub fn prepare(req: &mut Request<UpstreamBody>, upstream: &Uri, info: &ForwardInfo<'_>) {
+/// an absolute-form target or HTTP/2's `:authority`, as RFC 9112 §3.2.2 requires of a proxy; a
+/// request that names no host at all, HTTP/1.0 without `Host`, gets the upstream's authority).
+/// The `Host` was validated before (`framing::host`). Returns the headers dropped for their
+/// name.
+pub fn prepare<B>(req: &mut Request<B>, upstream: &Uri, info: &ForwardInfo<'_>) -> DroppedNames {
     let host_from_target = req
         .uri()
         .authority()
@@ -574,12 +676,24 @@ pub fn prepare(req: &mut Request<UpstreamBody>, upstream: &Uri, info: &ForwardIn
     }
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
-    strip(headers, &STRIPPED_REQUEST);
+    let dropped = strip(headers, &CLIENT_ONLY, true);
     if let Some(host) = host_from_target {
         headers.insert(header::HOST, host);
     }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        None => {
+            // HTTP/1.1 requires a Host: the app's own authority (the client named none, so
+            // there is no X-Forwarded-Host to report).
+            let upstream_host = upstream
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = upstream_host {
+                headers.insert(header::HOST, host);
+            }
+        }
     }
     headers.insert(X_FORWARDED_FOR, ip_header(info.client));
     headers.insert(
@@ -587,6 +701,7 @@ pub fn prepare(req: &mut Request<UpstreamBody>, upstream: &Uri, info: &ForwardIn
         HeaderValue::from_static(if info.https { "https" } else { "http" }),
     );
     headers.insert(X_REQUEST_ID, info.request_id.clone());
+    dropped
 }
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
@@ -624,40 +739,57 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
 /// Removes hop-by-hop headers from the app's answer before it goes to the client.
 pub fn prepare_response<B>(resp: &mut Response<B>, request_id: &HeaderValue) {
     let headers = resp.headers_mut();
-    strip(headers, &[header::PROXY_AUTHENTICATE]);
+    strip(headers, &RESPONSE_ONLY, false);
     headers
         .entry(X_REQUEST_ID)
         .or_insert_with(|| request_id.clone());
 }
 
-/// Request ids: a random per-process prefix and a counter; unique, cheap, never blocking.
-pub struct RequestIds {
-    prefix: u64,
-    next: AtomicU64,
-}
+/// The longest request id a trusted proxy may hand on (a UUID is 36 bytes, a W3C trace id 32,
+/// nginx's `$request_id` 32, an AWS `X-Amzn-Trace-Id` root 35).
+pub const MAX_REQUEST_ID: usize = 64;
 
-impl Default for RequestIds {
-    fn default() -> Self {
-        RequestIds {
-            prefix: rand::random(),
-            next: AtomicU64::new(0),
-        }
-    }
+/// Request ids: 128 random bits in hex, from the worker thread's own CSPRNG (seeded from the
+/// OS, reseeded as it goes): unique, unpredictable, and telling nothing of the request volume.
+/// An id is kept only when a trusted proxy sent exactly one and it is a short token
+/// ([`valid_request_id`]); a client's own is always replaced.
+#[derive(Debug, Default)]
+pub struct RequestIds;
+
+/// Whether `id` is an id a trusted proxy may hand on: 1 to [`MAX_REQUEST_ID`] bytes of
+/// `[A-Za-z0-9._:-]`.
+pub fn valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 impl RequestIds {
-    /// The id to use: the client's when it is short visible ASCII, else a new one.
-    pub fn pick(&self, sent: Option<&HeaderValue>) -> HeaderValue {
-        if let Some(v) = sent {
-            let b = v.as_bytes();
-            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-                return v.clone();
+    /// The id to use: the one of `sent` (the request's `X-Request-Id` values) when the peer is
+    /// `trusted`, it sent exactly one and it is [`valid_request_id`]; else a new one.
+    pub fn pick<'a>(
+        &self,
+        mut sent: impl Iterator<Item = &'a HeaderValue>,
+        trusted: bool,
+    ) -> HeaderValue {
+        if trusted {
+            if let (Some(v), None) = (sent.next(), sent.next()) {
+                if valid_request_id(v.as_bytes()) {
+                    return v.clone();
+                }
             }
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.fresh()
+    }
+
+    /// A new id: 32 lower-case hex digits.
+    pub fn fresh(&self) -> HeaderValue {
+        let bits: u128 = rand::random();
         let mut buf = [0u8; 32];
-        hex_into(&mut buf[..16], self.prefix);
-        hex_into(&mut buf[16..], n);
+        hex_into(&mut buf[..16], (bits >> 64) as u64);
+        hex_into(&mut buf[16..], bits as u64);
         // Only hex digits were written.
         HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
@@ -721,17 +853,98 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
             ("x-forwarded-port", "1"),
             ("x-forwarded-prefix", "/x"),
+            ("x-forwarded-server", "evil"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("x-forwarded-uri", "/admin"),
             ("x-real-ip", "6.6.6.6"),
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "7.7.7.7"),
+            ("x-original-url", "/up"),
+            ("x-rewrite-url", "/up"),
             ("proxy-authorization", "secret"),
             ("accept", "*/*"),
+            ("x-forwarded", "kept: not an X-Forwarded-* name"),
         ] {
             h.append(name, HeaderValue::from_static(value));
         }
-        strip(&mut h, &STRIPPED_REQUEST);
-        assert_eq!(h.len(), 1, "{h:?}");
+        let dropped = strip(&mut h, &CLIENT_ONLY, true);
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["accept"], "*/*");
+        assert!(h.contains_key("x-forwarded"));
+        assert_eq!(dropped, DroppedNames::default());
+    }
+
+    #[test]
+    fn forwarding_headers_are_dropped_in_every_case_spelling() {
+        // Names are case-insensitive: what the parser hands on is lower-case whatever was sent.
+        for name in [
+            "X-Forwarded-For",
+            "x-FORWARDED-for",
+            "X-REAL-IP",
+            "Forwarded",
+            "FORWARDED",
+            "X-Forwarded-Server",
+            "X-Original-URL",
+            "x-rewrite-url",
+            "X-FORWARDED-PORT",
+            "X-Forwarded-Prefix",
+            "X-Forwarded-Host",
+            "X-Forwarded-Proto",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("6.6.6.6"),
+            );
+            strip(&mut h, &CLIENT_ONLY, true);
+            assert!(h.is_empty(), "{name} was kept");
+        }
+    }
+
+    #[test]
+    fn headers_named_with_underscores_or_other_bytes_are_dropped_and_counted() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("X_Real_Ip", "6.6.6.6"),
+            ("Client_Ip", "6.6.6.6"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x_http_method_override", "GET"),
+            ("X.Real.Ip", "6.6.6.6"),
+            ("x-real-ip!", "6.6.6.6"),
+            ("x-kept-1", "yes"),
+            ("accept", "*/*"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let dropped = strip(&mut h, &CLIENT_ONLY, true);
+        assert_eq!(
+            dropped,
+            DroppedNames {
+                underscore: 4,
+                invalid: 2
+            }
+        );
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["accept", "x-kept-1"]);
+    }
+
+    #[test]
+    fn the_apps_answer_keeps_names_the_request_would_lose() {
+        let mut h = HeaderMap::new();
+        h.insert("x_app_header", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
+        assert_eq!(
+            strip(&mut h, &RESPONSE_ONLY, false),
+            DroppedNames::default()
+        );
+        let kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(kept, ["x_app_header"]);
     }
 
     #[test]
@@ -740,18 +953,109 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("app.test"));
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         let before = h.clone();
-        strip(&mut h, &STRIPPED_REQUEST);
+        strip(&mut h, &CLIENT_ONLY, true);
         assert_eq!(h, before);
     }
 
+    fn prepared(version: http::Version, target: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut req = Request::builder().version(version).uri(target);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(()).unwrap();
+        let upstream: Uri = "http://127.0.0.1:8000".parse().unwrap();
+        let id = HeaderValue::from_static("id-1");
+        prepare(
+            &mut req,
+            &upstream,
+            &ForwardInfo {
+                client: "203.0.113.7".parse().unwrap(),
+                https: false,
+                request_id: &id,
+            },
+        );
+        req
+    }
+
     #[test]
-    fn request_ids_keep_sane_client_ids_and_replace_others() {
-        let ids = RequestIds::default();
-        let sane = HeaderValue::from_static("abc-123");
-        assert_eq!(ids.pick(Some(&sane)), sane);
-        let bad = HeaderValue::from_static("has space");
-        let fresh = ids.pick(Some(&bad));
-        assert_eq!(fresh.len(), 32);
-        assert_ne!(ids.pick(None), ids.pick(None));
+    fn a_request_without_a_host_is_forwarded_with_the_upstreams() {
+        let req = prepared(http::Version::HTTP_10, "/api/v1/events/T", &[]);
+        assert_eq!(req.version(), http::Version::HTTP_11);
+        assert_eq!(req.headers()[header::HOST], "127.0.0.1:8000");
+        // The client named no host: there is none to report.
+        assert!(req.headers().get(X_FORWARDED_HOST).is_none());
+        assert_eq!(req.headers()[X_FORWARDED_FOR], "203.0.113.7");
+        assert_eq!(req.uri(), "http://127.0.0.1:8000/api/v1/events/T");
+    }
+
+    #[test]
+    fn the_host_sent_or_the_targets_authority_is_kept() {
+        let req = prepared(
+            http::Version::HTTP_10,
+            "/x",
+            &[
+                ("host", "guests.example"),
+                ("x-forwarded-host", "evil.test"),
+            ],
+        );
+        assert_eq!(req.headers()[header::HOST], "guests.example");
+        assert_eq!(req.headers()[X_FORWARDED_HOST], "guests.example");
+        let req = prepared(
+            http::Version::HTTP_11,
+            "http://guests.example:8080/x",
+            &[("host", "other.example")],
+        );
+        assert_eq!(req.headers()[header::HOST], "guests.example:8080");
+        assert_eq!(req.headers().get_all(header::HOST).iter().count(), 1);
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_from_a_trusted_proxy_and_only_when_well_formed() {
+        let ids = RequestIds;
+        let one = |v: &'static str| [HeaderValue::from_static(v)];
+        let sane = one("abc-123.def_4:5");
+        assert_eq!(ids.pick(sane.iter(), true), sane[0]);
+        // A client's id is replaced, however well-formed.
+        assert_ne!(ids.pick(sane.iter(), false), sane[0]);
+        let uuid = one("123e4567-e89b-12d3-a456-426614174000");
+        assert_eq!(ids.pick(uuid.iter(), true), uuid[0]);
+        for bad in [
+            "has space",
+            "semi;colon",
+            "quote\"",
+            "a/b",
+            "Root=1-abc",
+            "é",
+        ] {
+            let v = [HeaderValue::from_str(bad).unwrap()];
+            let fresh = ids.pick(v.iter(), true);
+            assert_eq!(fresh.len(), 32, "{bad:?}");
+            assert!(fresh.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+        let long = [HeaderValue::from_str(&"a".repeat(MAX_REQUEST_ID + 1)).unwrap()];
+        assert_ne!(ids.pick(long.iter(), true), long[0]);
+        let longest = [HeaderValue::from_str(&"a".repeat(MAX_REQUEST_ID)).unwrap()];
+        assert_eq!(ids.pick(longest.iter(), true), longest[0]);
+        // Two ids are one too many: neither is taken.
+        let two = [
+            HeaderValue::from_static("a1"),
+            HeaderValue::from_static("b2"),
+        ];
+        let got = ids.pick(two.iter(), true);
+        assert!(got != two[0] && got != two[1]);
+        assert_eq!(ids.pick(std::iter::empty(), true).len(), 32);
+    }
+
+    #[test]
+    fn fresh_request_ids_are_random_not_sequential() {
+        let ids = RequestIds;
+        let drawn: std::collections::HashSet<Vec<u8>> =
+            (0..1000).map(|_| ids.fresh().as_bytes().to_vec()).collect();
+        assert_eq!(drawn.len(), 1000);
+        // Consecutive ids share no common prefix the way a prefix and counter would: among
+        // 1000 random 128-bit ids the first 8 hex digits of two consecutive ones agree with
+        // probability 2^-32 each.
+        let (a, b) = (ids.fresh(), ids.fresh());
+        assert_ne!(a.as_bytes()[..8], b.as_bytes()[..8]);
     }
 }

@@ -29,23 +29,25 @@ pub(crate) fn app_answered(parts: &Parts, ctx: &RequestCtx, status: u16) {
 /// Counts one failed token of the request's client; a client or prefix that reaches its
 /// threshold is banned and logged.
 pub(crate) fn failed_token(parts: &Parts, ctx: &RequestCtx) {
-    let (Some(e), Some(token)) = (&ctx.snap.loaded.config.enumeration, ctx.token.as_deref()) else {
+    let (Some(e), Some(token)) = (&ctx.snap.loaded.config.enumeration, ctx.token.as_ref()) else {
         return;
     };
     if ctx.allowlisted {
         return;
     }
     let keep = ctx.snap.loaded.config.log.token_preview;
+    // The offenders show the token as sent (a preview); the counts key on the folded token,
+    // so the spellings of one token are one guess.
     parts
         .telemetry
         .recent
-        .record_failed_token(ctx.client, token, keep, ctx.now.unix_ms());
+        .record_failed_token(ctx.client, token.sent(), keep, ctx.now.unix_ms());
     let v6 = ctx.snap.loaded.config.client.ipv6_prefix;
     let offences = parts.defence.failures.record(
         &e.settings,
         ctx.client_key,
         ctx.client,
-        token,
+        token.key(),
         ctx.now.instant(),
         v6,
     );
@@ -58,7 +60,7 @@ pub(crate) fn failed_token(parts: &Parts, ctx: &RequestCtx) {
         cluster.record_failure(crate::cluster::failures::Failed {
             client: ctx.client_key.net(v6),
             prefix: crate::policy::guessing::prefix_of(ctx.client),
-            token: cluster.token_digest(token),
+            token: cluster.token_digest(token.key()),
         });
     }
 }

@@ -1,6 +1,7 @@
 //! The per-request context, built once when the request arrives: the snapshot it is decided
-//! on, the one clock reading, the client behind the trusted proxies, the request id, and the
-//! route class and token. Every later phase reads it; none computes any of it again.
+//! on, the one clock reading, the client behind the trusted proxies, the request id, the route
+//! class (and, for a POST, every class a method override could take it to) and the join token,
+//! folded once as `[tokens]` says. Every later phase reads it; none computes any of it again.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,9 +11,11 @@ use hyper::body::Incoming;
 
 use crate::clock::Now;
 use crate::policy::classify::ClassId;
-use crate::policy::client_ip::{client_ip, ClientKey};
+use crate::policy::client_ip::{canonical, client_ip, ClientKey};
 use crate::policy::decide::Facts;
 use crate::policy::limits::{self, Settled};
+use crate::policy::rules::ClassMask;
+use crate::policy::tokens::JoinToken;
 use crate::proxy::forward::X_REQUEST_ID;
 use crate::proxy::Parts;
 use crate::snapshot::Snapshot;
@@ -33,12 +36,15 @@ pub(crate) struct RequestCtx {
     pub client_key: ClientKey,
     /// The limiter hash of `client_key`, computed once.
     pub client_hash: u64,
-    /// The request id (the client's when sane, else a new one).
+    /// The request id (a trusted proxy's when well-formed, else a new one).
     pub request_id: HeaderValue,
     /// The route class, on a guest route.
     pub class: Option<ClassId>,
-    /// The join token, as Laravel would bind it.
-    pub token: Option<Box<str>>,
+    /// Every class the request may be routed to: `class`, and for a POST every class a
+    /// method override could take it to (empty off guest routes).
+    pub classes: ClassMask,
+    /// The join token, as Laravel would bind it, and folded.
+    pub token: Option<JoinToken>,
     /// Whether the client is on the allowlist.
     pub allowlisted: bool,
     /// The method and target, kept for the log line after the request went upstream (a
@@ -65,8 +71,23 @@ impl RequestCtx {
                 .map(|v| v.as_bytes()),
             &snap.trusted,
         );
-        let request_id = parts.request_ids.pick(headers.get(X_REQUEST_ID));
-        let classified = snap.routes.classify(req.method(), req.uri().path());
+        // Only a proxy the shield trusts may hand its request id on; a client's is replaced.
+        let request_id = parts.request_ids.pick(
+            headers.get_all(X_REQUEST_ID).iter(),
+            snap.trusted.contains(canonical(peer)),
+        );
+        let (method, path) = (req.method(), req.uri().path());
+        let mut classified = snap.routes.classify(method, path);
+        let (overridden, by_override) = snap.routes.override_classes(method, path);
+        if classified.class.is_none() {
+            // A POST to a route of other methods is still a guest request: Laravel routes it
+            // by the override it may carry.
+            classified = by_override;
+        }
+        let classes = classified
+            .class
+            .map_or(overridden, |c| overridden.with(ClassMask::one(c)));
+        let folding = snap.loaded.config.tokens;
         let client_key = ClientKey::new(client, snap.loaded.config.client.ipv6_prefix);
         let allowlisted = snap.rules.allowlisted(client, now.unix());
         RequestCtx {
@@ -77,7 +98,8 @@ impl RequestCtx {
             client_hash: limits::client_key_hash(client_key),
             request_id,
             class: classified.class,
-            token: classified.token,
+            classes,
+            token: classified.token.map(|t| JoinToken::new(t, folding)),
             allowlisted,
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -96,7 +118,8 @@ impl RequestCtx {
         Facts {
             ip: self.client,
             class: self.class,
-            token: self.token.as_deref(),
+            classes: self.classes,
+            token: self.token.as_ref(),
             client: self.client_key,
             client_hash: self.client_hash,
             now_unix: self.now.unix(),
@@ -114,7 +137,7 @@ impl RequestCtx {
                 .class
                 .and_then(|c| self.snap.routes.names().get(usize::from(c)))
                 .map(String::as_str),
-            token: self.token.as_deref(),
+            token: self.token.as_ref().map(JoinToken::sent),
             method: &self.method,
             path: self.uri.path(),
             request_id: &self.request_id,

@@ -174,6 +174,9 @@ impl ConnectionCounts {
             .sum()
     }
 }
+/// The `reason` labels of request headers dropped for their name, by
+/// [`Metrics::headers_dropped`] index.
+pub const DROPPED_HEADERS: [&str; 2] = ["underscore", "invalid_name"];
 
 /// The `result` labels of reloads.
 pub(crate) const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
@@ -324,6 +327,8 @@ pub struct Metrics {
     pub(crate) reloads: [AtomicU64; 2],
     /// Requests hyper refused, by [`REFUSED_BY_HTTP`] index.
     pub(crate) refused_by_http: [AtomicU64; 3],
+    /// Request headers dropped for their name, by [`DROPPED_HEADERS`] index.
+    pub(crate) headers_dropped: [AtomicU64; 2],
     /// TLS handshakes, completed and failed.
     pub tls: HandshakeCounts,
     /// Guest connections: open, refused, closed to make room, lingering.
@@ -357,6 +362,16 @@ impl Metrics {
             return;
         };
         self.refused_by_http[reason].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the request headers a forwarded request lost for their name: `underscore` named
+    /// with `_`, `invalid` with another byte that is not a letter, digit or `-`.
+    pub fn headers_dropped(&self, underscore: u32, invalid: u32) {
+        for (cell, n) in self.headers_dropped.iter().zip([underscore, invalid]) {
+            if n > 0 {
+                cell.fetch_add(u64::from(n), Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts a reload, applied or rejected.

@@ -449,3 +449,50 @@ fn token_diffs_count_digests_so_plain_and_hashed_forms_are_the_same() {
     assert_eq!(token_diff(&old, &new), (2, 1));
     assert_eq!(token_diff(&new, &new), (0, 0));
 }
+
+const FOLDED: TokenFolding = TokenFolding {
+    case_sensitive: false,
+};
+
+fn folded_tokens(text: &str) -> TokenList {
+    match TokenList::parse_with(text, Path::new("revoked-tokens.txt"), FOLDED) {
+        Ok(l) => l,
+        Err(e) => panic!("{text:?} should parse: {e:?}"),
+    }
+}
+
+#[test]
+fn with_folding_a_plain_entry_in_any_case_revokes_the_folded_token() {
+    let list = folded_tokens("ABC123xyz789\n");
+    assert_eq!(list.lookup("abc123xyz789", 0).map(|e| e.line), Some(1));
+    // Lookups are given folded tokens: an unfolded spelling is the request context's job.
+    assert_eq!(list.lookup("ABC123xyz789", 0), None);
+    // Without folding the entry is exactly what it says.
+    let exact = tokens("ABC123xyz789\n");
+    assert_eq!(exact.lookup("ABC123xyz789", 0).map(|e| e.line), Some(1));
+    assert_eq!(exact.lookup("abc123xyz789", 0), None);
+}
+
+#[test]
+fn with_folding_a_sha256_entry_is_the_digest_of_the_folded_token() {
+    let entry = revoked_entry("ABC123xyz789 ", FOLDED);
+    assert_eq!(
+        entry,
+        format!("sha256:{}", hex::encode(Sha256::digest(b"abc123xyz789")))
+    );
+    let list = folded_tokens(&format!("{entry}\n"));
+    assert_eq!(list.lookup("abc123xyz789", 0).map(|e| e.line), Some(1));
+    // The digest is taken as written, never folded again (hex case aside).
+    let upper = folded_tokens(&format!("sha256:{}\n", &entry[7..].to_uppercase()));
+    assert_eq!(upper.lookup("abc123xyz789", 0).map(|e| e.line), Some(1));
+    let exact_entry = revoked_entry(
+        "ABC123xyz789 ",
+        TokenFolding {
+            case_sensitive: true,
+        },
+    );
+    assert_eq!(
+        exact_entry,
+        format!("sha256:{}", hex::encode(Sha256::digest(b"ABC123xyz789 ")))
+    );
+}

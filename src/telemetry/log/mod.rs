@@ -266,30 +266,38 @@ pub fn token_preview(token: &str, keep: usize) -> String {
 /// `%61%62c`, upper or lower hex), because the router decodes the path before it matches the
 /// token: an attacker's encoded token is the same secret. Raw occurrences go first: in
 /// `%abcdefgh` the decoder would read `%ab` as one byte and miss the raw `abcdefgh` behind it.
+/// It is found in any ASCII letter case and without its trailing spaces and tabs too: under the
+/// app's case-insensitive collations (`[tokens]`) `ABC123` and `abc123 ` are the same secret, so
+/// every spelling of it in the path goes, not only the one that was bound. The preview is of the
+/// token as sent.
 pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
-    if token.is_empty() {
+    let secret = token.trim_end_matches([' ', '\t']);
+    if secret.is_empty() {
         return path.to_owned();
     }
     let preview = token_preview(token, keep);
+    let needle = secret.to_ascii_lowercase();
     // Raw occurrences first. memmem's search is linear in the path whatever the token: a naive
     // scan would cost path × token byte comparisons, and a client chooses both (64 KiB of head).
-    // A match of one valid UTF-8 string inside another starts and ends on character boundaries,
-    // so the slices below cannot split a character.
+    // Lower-casing ASCII keeps every byte where it was, so offsets in the lower-cased copy are
+    // offsets in the path; and a match of one valid UTF-8 string inside another starts and ends
+    // on character boundaries, so the slices below cannot split a character.
+    let folded = lowered(path);
     let mut raw = String::with_capacity(path.len());
     let mut copied = 0;
-    for at in memchr::memmem::find_iter(path.as_bytes(), token.as_bytes()) {
+    for at in memchr::memmem::find_iter(folded.as_bytes(), needle.as_bytes()) {
         raw.push_str(&path[copied..at]);
         raw.push_str(&preview);
-        copied = at + token.len();
+        copied = at + needle.len();
     }
     raw.push_str(&path[copied..]);
     let out = if raw.contains('%') {
-        redact_encoded(&raw, token, &preview)
+        redact_encoded(&raw, &needle, &preview)
     } else {
         // The common case: no escapes, a plain substring replacement.
         raw
     };
-    match out.find(token) {
+    match lowered(&out).find(needle.as_str()) {
         // Only a token that overlaps its own preview (one made of dots, say) can be rebuilt
         // next to one: cut the path there rather than write it whole.
         Some(at) => format!("{}{preview}", &out[..at]),
@@ -297,8 +305,18 @@ pub fn redact_path(path: &str, token: &str, keep: usize) -> String {
     }
 }
 
-/// [`redact_path`]'s second pass: occurrences of `token` in the percent-decoded spelling.
-fn redact_encoded(path: &str, token: &str, preview: &str) -> String {
+/// `s` with ASCII letters lower-cased, borrowed when it has no upper-case letter.
+fn lowered(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// [`redact_path`]'s second pass: occurrences of `needle` (lower-case) in the percent-decoded
+/// spelling, in any ASCII letter case.
+fn redact_encoded(path: &str, needle: &str, preview: &str) -> String {
     let raw = path.as_bytes();
     // Decode once, remembering where each decoded byte came from in the raw path.
     let mut decoded: Vec<(u8, usize, usize)> = Vec::with_capacity(raw.len());
@@ -314,13 +332,13 @@ fn redact_encoded(path: &str, token: &str, preview: &str) -> String {
         decoded.push((raw[i], i, i + 1));
         i += 1;
     }
-    let bytes: Vec<u8> = decoded.iter().map(|d| d.0).collect();
+    let bytes: Vec<u8> = decoded.iter().map(|d| d.0.to_ascii_lowercase()).collect();
     let mut out = String::with_capacity(path.len());
     let mut copied = 0; // raw bytes of `path` already written to `out`
                         // Linear in the path, like the raw pass (memmem yields non-overlapping matches).
-    for j in memchr::memmem::find_iter(&bytes, token.as_bytes()) {
+    for j in memchr::memmem::find_iter(&bytes, needle.as_bytes()) {
         let start = decoded[j].1;
-        let end = decoded[j + token.len() - 1].2;
+        let end = decoded[j + needle.len() - 1].2;
         out.push_str(&path[copied..start]);
         out.push_str(preview);
         copied = end;
@@ -415,6 +433,34 @@ mod tests {
             let out = redact_path(path, token, 6);
             assert!(!out.contains(token), "{path} {token}: {out}");
         }
+    }
+
+    #[test]
+    fn redact_path_finds_every_case_and_trailing_blank_spelling_of_the_token() {
+        // Under a case-insensitive collation these are all the same secret.
+        for (path, token) in [
+            ("/g/ABC123xyz789/x", "ABC123xyz789"),
+            ("/g/abc123xyz789%20/x", "abc123xyz789 "),
+            ("/g/abc123XYZ789%09/x", "abc123XYZ789\t"),
+            ("/g/ABC123XYZ789/photos/abc123xyz789", "ABC123XYZ789"),
+            ("/g/abc123xyz789/photos/%41BC123xyz789%20", "abc123xyz789"),
+            ("/g/%41%42%43123xyz789", "ABC123xyz789"),
+        ] {
+            let out = redact_path(path, token, 6);
+            assert!(
+                !out.to_ascii_lowercase().contains("abc123xyz789"),
+                "{path} {token:?}: {out}"
+            );
+            assert!(
+                out.contains(&token_preview(token, 6)),
+                "the preview is of the token as sent: {out}"
+            );
+        }
+        assert_eq!(
+            redact_path("/g/ABC123xyz789%20/x", "ABC123xyz789 ", 6),
+            "/g/ABC123...%20/x"
+        );
+        assert_eq!(redact_path("/a/b", "   ", 6), "/a/b");
     }
 
     #[test]
